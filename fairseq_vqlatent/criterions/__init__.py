@@ -1,0 +1,3 @@
+from .vqlatent_loss import VQLatentLoss, VQLatentLossConfig
+
+__all__ = ["VQLatentLoss", "VQLatentLossConfig"]

@@ -1,0 +1,138 @@
+"""L = CE_ls(decoder(z_q), y) + lambda_p * CE_ls(prior, soft code targets) + bottleneck loss.
+
+Every term is a sum (fairseq normalises by the sample size, the number of target
+tokens) and is logged on its own, with the codebook's health: code perplexity,
+codes used, dead codes and prior accuracy. All logging outputs are sums, so they
+aggregate across workers.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from fairseq import metrics, utils
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
+from fairseq.dataclass import FairseqDataclass
+from torch import Tensor
+
+from ..errors import VQLatentError
+
+
+@dataclass
+class VQLatentLossConfig(FairseqDataclass):
+    label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing of both cross-entropies"})
+    prior_weight: float = field(default=1.0, metadata={"help": "lambda_p, weight of the prior loss"})
+    prior_start_updates: int = field(
+        default=0, metadata={"help": "train the prior only from this update on (the reference used 50k)"}
+    )
+
+
+def prior_targets(code_targets: Tensor, latent_mask: Tensor) -> Tensor:
+    """Soft targets over [codes..., end-of-latents] for the L + 1 prior steps.
+
+    code_targets [B, L, K] -> [B, L + 1, K + 1]; row L_b of sentence b is the
+    end-of-latents one-hot, rows after it are zero (padding).
+    """
+    B, L, K = code_targets.shape
+    lengths = (~latent_mask).sum(1)  # [B]
+    targets = code_targets.new_zeros(B, L + 1, K + 1)
+    targets[:, :L, :K] = code_targets.masked_fill(latent_mask.unsqueeze(-1), 0.0)
+    targets[torch.arange(B, device=lengths.device), lengths, K] = 1.0
+    return targets
+
+
+def soft_cross_entropy(lprobs: Tensor, targets: Tensor, epsilon: float) -> Tensor:
+    """Sum over non-zero target rows of -sum_k t_k log p_k, t smoothed towards uniform."""
+    rows = targets.sum(-1) > 0
+    t = (1.0 - epsilon) * targets[rows] + epsilon / targets.size(-1)
+    return -(t * lprobs[rows]).sum()
+
+
+def code_perplexity(counts: Tensor) -> float:
+    p = counts / counts.sum().clamp_min(1e-9)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum()
+    return float(entropy.exp())
+
+
+@register_criterion("vqlatent_loss", dataclass=VQLatentLossConfig)
+class VQLatentLoss(FairseqCriterion):
+    def __init__(self, task, label_smoothing, prior_weight, prior_start_updates):
+        super().__init__(task)
+        self.eps = label_smoothing
+        self.prior_weight = prior_weight
+        self.prior_start_updates = prior_start_updates
+
+    def forward(self, model, sample, reduce=True):
+        if not hasattr(model, "bottleneck"):
+            raise VQLatentError("--criterion vqlatent_loss trains --arch vqlatent_transformer* models only")
+        target = sample["target"]
+        out = model(**sample["net_input"], target=target)
+        pad = self.padding_idx
+
+        # Reconstruction: the decoder covers L * 2^n_c positions; those past the target are padding.
+        T_out = out.logits.size(1)
+        target = F.pad(target, (0, T_out - target.size(1)), value=pad)
+        lprobs = F.log_softmax(out.logits.float(), dim=-1)
+        recon_loss, nll_loss = label_smoothed_nll_loss(
+            lprobs.view(-1, lprobs.size(-1)), target.view(-1), self.eps, ignore_index=pad, reduce=True
+        )
+
+        # Prior: soft code targets, then end-of-latents; scored over codes + eos only.
+        K = out.bottleneck.code_targets.size(-1)
+        nspecial, eos = model.code_dict.nspecial, model.code_dict.eos()
+        prior_lprobs = F.log_softmax(out.prior_logits.float(), dim=-1)
+        prior_lprobs = torch.cat([prior_lprobs[..., nspecial : nspecial + K], prior_lprobs[..., eos : eos + 1]], -1)
+        targets = prior_targets(out.bottleneck.code_targets.float(), out.latent_padding_mask)
+        prior_loss = soft_cross_entropy(prior_lprobs, targets, self.eps)
+        rows = targets.sum(-1) > 0
+        prior_correct = (prior_lprobs.argmax(-1) == targets.argmax(-1))[rows].sum()
+
+        prior_on = not model.training or model.num_updates >= self.prior_start_updates
+        aux_loss = out.bottleneck.loss
+        loss = recon_loss + (self.prior_weight * prior_loss if prior_on else 0.0 * prior_loss) + aux_loss
+
+        latent_mask = out.latent_padding_mask
+        code_counts = torch.bincount(out.bottleneck.codes[~latent_mask], minlength=K).float()
+        ntokens = sample["ntokens"]
+        logging_output = {
+            "loss": loss.data,
+            "recon_loss": recon_loss.data,
+            "nll_loss": nll_loss.data,
+            "prior_loss": prior_loss.data,
+            "aux_loss": aux_loss.data,
+            "prior_correct": prior_correct.data,
+            "nlatents": int(rows.sum()),  # codes + end-of-latents
+            "ntokens": ntokens,
+            "nsentences": target.size(0),
+            "sample_size": ntokens,
+            "code_counts": code_counts,
+            "dead_codes": out.bottleneck.dead_codes,
+            "nforwards": 1,
+        }
+        return loss, ntokens, logging_output
+
+    @staticmethod
+    def reduce_metrics(logging_outputs) -> None:
+        def total(key):
+            return float(sum(log.get(key, 0) for log in logging_outputs))
+
+        ntokens, nlatents = total("ntokens"), total("nlatents")
+        ln2 = math.log(2)
+        metrics.log_scalar("loss", total("loss") / ntokens / ln2, ntokens, round=3)
+        metrics.log_scalar("recon_loss", total("recon_loss") / ntokens / ln2, ntokens, round=3)
+        metrics.log_scalar("nll_loss", total("nll_loss") / ntokens / ln2, ntokens, round=3)
+        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
+        metrics.log_scalar("prior_loss", total("prior_loss") / max(nlatents, 1) / ln2, nlatents, round=3)
+        metrics.log_scalar("aux_loss", total("aux_loss") / ntokens, ntokens, round=4)
+        metrics.log_scalar("prior_acc", 100.0 * total("prior_correct") / max(nlatents, 1), nlatents, round=2)
+        counts = sum(log["code_counts"] for log in logging_outputs if "code_counts" in log)
+        if torch.is_tensor(counts):
+            metrics.log_scalar("code_ppl", code_perplexity(counts), 1, round=1)
+            metrics.log_scalar("codes_used", float((counts > 0).sum()), 1, round=1)
+        metrics.log_scalar("dead_codes", total("dead_codes") / max(total("nforwards"), 1), 1, round=1)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True

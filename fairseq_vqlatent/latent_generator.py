@@ -1,0 +1,130 @@
+"""One-shot decoding through latent codes.
+
+    encode x -> decode codes with the prior (greedy or beam, until end-of-latents
+    or ceil((a|x| + b) / 2^n_c) codes) -> embed codes -> decompress -> one decoder
+    pass -> argmax -> cut at the first EOS.
+
+The code search is fairseq's own SequenceGenerator run over the prior, fed the
+source encoding computed once here. Hypotheses come in fairseq's format, so
+fairseq-generate and fairseq-interactive print and score them as usual.
+"""
+
+import math
+from typing import Dict, List
+
+import torch
+from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
+from fairseq.sequence_generator import SequenceGenerator
+from torch import Tensor, nn
+
+from .errors import VQLatentError
+
+
+class _PrecomputedEncoder(FairseqEncoder):
+    """Hands the SequenceGenerator an encoder output we already have."""
+
+    def __init__(self, encoder: FairseqEncoder, encoder_out: dict):
+        super().__init__(encoder.dictionary)
+        self.encoder = encoder
+        self.encoder_out = encoder_out
+
+    def forward(self, src_tokens, src_lengths=None, **unused):
+        return self.encoder_out
+
+    def reorder_encoder_out(self, encoder_out, new_order):
+        return self.encoder.reorder_encoder_out(encoder_out, new_order)
+
+    def max_positions(self):
+        return self.encoder.max_positions()
+
+
+class LatentGenerator(nn.Module):
+    def __init__(self, models, tgt_dict, latent_beam: int = 1, max_len_a: float = 0.0, max_len_b: int = 200):
+        super().__init__()
+        if len(models) != 1:
+            raise VQLatentError("ensembles of vqlatent models are not supported: pass one --path")
+        self.model = models[0]
+        self.tgt_dict = tgt_dict
+        self.eos = tgt_dict.eos()  # fairseq-generate strips it from printed output
+        self.latent_beam = latent_beam
+        self.max_len_a = max_len_a
+        self.max_len_b = max_len_b
+        banned = torch.zeros(len(tgt_dict), dtype=torch.bool)
+        banned[[tgt_dict.pad(), tgt_dict.bos()]] = True
+        self.register_buffer("banned", banned, persistent=False)
+
+    def max_latents(self, src_length: int) -> int:
+        """ceil((a |x| + b) / 2^n_c): the code budget for a source of this length."""
+        return max(1, math.ceil((self.max_len_a * src_length + self.max_len_b) / self.model.compression))
+
+    @torch.no_grad()
+    def generate(self, models, sample, prefix_tokens=None, constraints=None, **unused) -> List[List[Dict]]:
+        if prefix_tokens is not None or constraints is not None:
+            raise VQLatentError("one-shot latent decoding supports neither --prefix-size nor --constraints")
+        model = models[0] if models else self.model
+        net_input = sample["net_input"]
+        src_tokens, src_lengths = net_input["src_tokens"], net_input["src_lengths"]
+        self._check_sources(sample, src_lengths)
+
+        encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
+        codes, latent_mask = self.decode_codes(model, encoder_out, src_tokens, src_lengths)
+        z_q = model.bottleneck.embed_codes(codes).to(encoder_out["encoder_out"][0].dtype)
+        logits, out_mask = model.decode_latents(z_q, latent_mask, encoder_out)
+        lprobs = torch.log_softmax(logits.float(), -1).masked_fill(self.banned, float("-inf"))
+        scores, tokens = lprobs.max(-1)  # [B, T]
+        eos_scores = lprobs[..., self.tgt_dict.eos()]
+        return [
+            [self._hypothesis(tokens[b], scores[b], eos_scores[b], int((~out_mask[b]).sum()))]
+            for b in range(tokens.size(0))
+        ]
+
+    def decode_codes(self, model, encoder_out: dict, src_tokens: Tensor, src_lengths: Tensor):
+        """-> codes [B, L] (0 at padding), latent padding mask [B, L]."""
+        budget = self.max_latents(int(src_lengths.max()))
+        model.check_latent_length(budget)
+        prior_model = FairseqEncoderDecoderModel(_PrecomputedEncoder(model.encoder, encoder_out), model.prior)
+        search = SequenceGenerator(
+            [prior_model],
+            model.code_dict,
+            beam_size=self.latent_beam,
+            max_len_a=0,
+            max_len_b=budget,
+            min_len=1,
+        )
+        sample = {"net_input": {"src_tokens": src_tokens, "src_lengths": src_lengths}}
+        best = [hyps[0]["tokens"] for hyps in search._generate(sample)]  # each ends with end-of-latents
+        lengths = [len(t) - 1 for t in best]
+        B, L = len(best), max(lengths)
+        codes = src_tokens.new_zeros(B, L)
+        latent_mask = torch.ones(B, L, dtype=torch.bool, device=src_tokens.device)
+        for b, (t, n) in enumerate(zip(best, lengths)):
+            codes[b, :n] = t[:n] - model.code_dict.nspecial
+            latent_mask[b, :n] = False
+        return codes, latent_mask
+
+    def _hypothesis(self, tokens: Tensor, scores: Tensor, eos_scores: Tensor, length: int) -> Dict:
+        """Cut at the first EOS; a sentence that never ends gets an EOS appended."""
+        eos = self.tgt_dict.eos()
+        ends = (tokens[:length] == eos).nonzero()
+        if len(ends) > 0:
+            n = int(ends[0]) + 1
+            tokens, scores = tokens[:n], scores[:n]
+        else:
+            tokens = torch.cat([tokens[:length], tokens.new_tensor([eos])])
+            scores = torch.cat([scores[:length], eos_scores[length - 1 : length]])
+        return {
+            "tokens": tokens,
+            "score": scores.mean(),
+            "positional_scores": scores,
+            "alignment": None,
+            "attention": None,
+        }
+
+    def _check_sources(self, sample, src_lengths: Tensor) -> None:
+        empty = (src_lengths <= 1).nonzero().flatten()  # only the EOS
+        if len(empty) > 0:
+            ids = sample["id"][empty].tolist() if "id" in sample else empty.tolist()
+            raise VQLatentError(
+                f"empty source sentence (line id {ids[0]}{' and others' if len(ids) > 1 else ''}): "
+                "there is nothing to translate; remove empty lines from the input"
+            )

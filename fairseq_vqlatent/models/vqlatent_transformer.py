@@ -1,0 +1,296 @@
+"""The latent Transformer with a VQ bottleneck (Kaiser et al. 2018; Roy et al. 2018).
+
+    source x --TransformerEncoder--> h
+    target y --Compressor--> z_e --Bottleneck--> z_q, codes --Decompressor--> d
+    d, h --OneShotDecoder--> all output tokens at once
+    codes, h --LatentPrior--> next code (autoregressive, ends with end-of-latents)
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import FairseqEncoderDecoderModel, register_model, register_model_architecture
+from fairseq.models.transformer import TransformerConfig, TransformerEncoderBase
+from fairseq.models.transformer.transformer_config import DecoderConfig, EncDecBaseConfig
+from fairseq.utils import safe_getattr, safe_hasattr
+from torch import Tensor, nn
+
+from ..errors import VQLatentError
+from ..modules import (
+    BOTTLENECK_REGISTRY,
+    BottleneckOutput,
+    Compressor,
+    Decompressor,
+    LatentPrior,
+    OneShotDecoder,
+    build_bottleneck,
+    code_dictionary,
+    latent_length,
+)
+
+
+@dataclass
+class VQLatentTransformerConfig(FairseqDataclass):
+    # -- Transformer stacks
+    encoder_embed_dim: int = field(default=512, metadata={"help": "model width (all stacks share it)"})
+    encoder_ffn_embed_dim: int = field(default=2048, metadata={"help": "source encoder FFN width"})
+    encoder_layers: int = field(default=6, metadata={"help": "source encoder layers"})
+    encoder_attention_heads: int = field(default=8, metadata={"help": "attention heads in every stack"})
+    decoder_ffn_embed_dim: int = field(default=2048, metadata={"help": "output decoder and prior FFN width"})
+    decoder_layers: int = field(default=6, metadata={"help": "output decoder layers"})
+    prior_layers: int = field(default=6, metadata={"help": "latent predictor (prior) layers"})
+    normalize_before: bool = field(default=True, metadata={"help": "pre-norm Transformer layers"})
+    activation_fn: ChoiceEnum(["relu", "gelu"]) = field(default="relu", metadata={"help": "FFN activation"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout"})
+    attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
+    activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
+    conv_dropout: float = field(default=0.2, metadata={"help": "dropout in residual conv blocks"})
+    share_all_embeddings: bool = field(
+        default=False, metadata={"help": "share source and target embeddings (needs a joined dictionary)"}
+    )
+    max_source_positions: int = field(default=1024, metadata={"help": "longest source, in tokens"})
+    max_target_positions: int = field(default=1024, metadata={"help": "longest target, in tokens"})
+    # -- latent path
+    compress_steps: int = field(default=3, metadata={"help": "n_c: latents are 2^n_c times shorter (1..4)"})
+    compress_attend_source: bool = field(
+        default=False, metadata={"help": "let the compressing encoder attend to the source (off in the paper)"}
+    )
+    bottleneck: ChoiceEnum(sorted(BOTTLENECK_REGISTRY)) = field(
+        default="soft_em", metadata={"help": "discretization bottleneck"}
+    )
+    codebook_size: int = field(default=4096, metadata={"help": "K, the number of codes"})
+    codebook_init: ChoiceEnum(["kmeans", "random"]) = field(
+        default="kmeans",
+        metadata={"help": "kmeans: k-means on the first batches' encoder outputs; random: Gaussian codes (the reference)"},
+    )
+    num_samples: int = field(default=10, metadata={"help": "soft_em: samples per position in the Monte-Carlo E-step"})
+    ema_decay: float = field(default=0.999, metadata={"help": "EMA decay of codebook statistics"})
+    ema_epsilon: float = field(default=1e-5, metadata={"help": "Laplace smoothing of EMA counts"})
+    commitment_beta: float = field(default=0.25, metadata={"help": "weight of the commitment loss"})
+    decoder_self_attention: ChoiceEnum(["causal", "full"]) = field(
+        default="causal", metadata={"help": "self-attention of the one-shot output decoder"}
+    )
+    target_mix_updates: int = field(
+        default=0,
+        metadata={
+            "help": "mix the previous target token's embedding into the decoder input with a probability "
+            "decaying linearly from 1 to 0 over this many updates (0 = off; needs causal self-attention)"
+        },
+    )
+
+
+def _transformer_config(cfg, layers: int, max_positions: int) -> TransformerConfig:
+    """fairseq's TransformerConfig for one of our stacks (all share the width)."""
+    stack = dict(
+        embed_dim=cfg.encoder_embed_dim,
+        attention_heads=cfg.encoder_attention_heads,
+        normalize_before=cfg.normalize_before,
+        layers=layers,
+    )
+    return TransformerConfig(
+        dropout=cfg.dropout,
+        attention_dropout=cfg.attention_dropout,
+        activation_dropout=cfg.activation_dropout,
+        activation_fn=cfg.activation_fn,
+        encoder=EncDecBaseConfig(ffn_embed_dim=cfg.encoder_ffn_embed_dim, **stack),
+        decoder=DecoderConfig(ffn_embed_dim=cfg.decoder_ffn_embed_dim, **stack),
+        share_decoder_input_output_embed=True,
+        max_source_positions=max_positions,
+        max_target_positions=max_positions,
+    )
+
+
+def _embedding(dictionary, dim: int) -> nn.Embedding:
+    emb = nn.Embedding(len(dictionary), dim, padding_idx=dictionary.pad())
+    nn.init.normal_(emb.weight, mean=0, std=dim**-0.5)
+    nn.init.constant_(emb.weight[dictionary.pad()], 0)
+    return emb
+
+
+@dataclass
+class VQLatentOutput:
+    logits: Tensor  # [B, L * 2^n_c, V] output decoder
+    output_padding_mask: Tensor  # [B, L * 2^n_c]
+    prior_logits: Tensor  # [B, L + 1, K + nspecial] next-code logits, the last predicting end-of-latents
+    latent_padding_mask: Tensor  # [B, L]
+    bottleneck: BottleneckOutput
+
+
+@register_model("vqlatent_transformer", dataclass=VQLatentTransformerConfig)
+class VQLatentTransformerModel(FairseqEncoderDecoderModel):
+    def __init__(self, cfg, encoder, compressor, bottleneck, decompressor, decoder, prior, code_dict):
+        super().__init__(encoder, decoder)
+        self.cfg = cfg
+        self.compressor = compressor
+        self.bottleneck = bottleneck
+        self.decompressor = decompressor
+        self.prior = prior
+        self.code_dict = code_dict
+        self.num_updates = 0
+
+    @classmethod
+    def build_model(cls, cfg, task):
+        if not 1 <= cfg.compress_steps <= 4:
+            raise VQLatentError(f"--compress-steps must be 1..4, got {cfg.compress_steps}")
+        if cfg.target_mix_updates > 0 and cfg.decoder_self_attention == "full":
+            raise VQLatentError(
+                "--target-mix-updates feeds previous target tokens to the decoder; with "
+                "--decoder-self-attention full every position would see its own answer: use causal"
+            )
+        src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
+        dim = cfg.encoder_embed_dim
+        src_embed = _embedding(src_dict, dim)
+        if cfg.share_all_embeddings:
+            if src_dict != tgt_dict:
+                raise VQLatentError("--share-all-embeddings needs a joined dictionary (fairseq-preprocess --joined-dictionary)")
+            tgt_embed = src_embed
+        else:
+            tgt_embed = _embedding(tgt_dict, dim)
+
+        max_latents = latent_length(cfg.max_target_positions, cfg.compress_steps)
+        code_dict = code_dictionary(cfg.codebook_size)
+        encoder = TransformerEncoderBase(
+            _transformer_config(cfg, cfg.encoder_layers, cfg.max_source_positions), src_dict, src_embed
+        )
+        decoder = OneShotDecoder(
+            _transformer_config(cfg, cfg.decoder_layers, cfg.max_target_positions),
+            tgt_dict,
+            tgt_embed,
+            causal=cfg.decoder_self_attention == "causal",
+        )
+        prior = LatentPrior(
+            _transformer_config(cfg, cfg.prior_layers, max_latents + 1), code_dict, _embedding(code_dict, dim)
+        )
+        return cls(
+            cfg,
+            encoder,
+            Compressor(cfg, tgt_embed, dim, cfg.max_target_positions),
+            build_bottleneck(cfg.bottleneck, dim, cfg),
+            Decompressor(cfg, dim),
+            decoder,
+            prior,
+            code_dict,
+        )
+
+    # -- lengths
+    @property
+    def compression(self) -> int:
+        return 2**self.cfg.compress_steps
+
+    @property
+    def max_latents(self) -> int:
+        """The longest code sequence the prior can hold (end-of-latents aside)."""
+        return self.prior.max_positions() - 1
+
+    def check_latent_length(self, num_latents: int) -> None:
+        if num_latents > self.max_latents:
+            raise VQLatentError(
+                f"a latent sequence of {num_latents} codes ({num_latents * self.compression} target tokens) is longer "
+                f"than this model's latent predictor holds ({self.max_latents} codes, from --max-target-positions "
+                f"{self.cfg.max_target_positions}); split the sentence or lower --max-len-a/--max-len-b"
+            )
+
+    # -- the parts, each usable alone (training, inference, inspection)
+    def encode_latents(self, target: Tensor, encoder_out: dict):
+        """target [B, T] -> BottleneckOutput, latent padding mask [B, L]."""
+        self.check_latent_length(latent_length(target.size(1), self.cfg.compress_steps))
+        z_e, latent_mask = self.compressor(target, encoder_out)
+        return self.bottleneck(z_e, latent_mask), latent_mask
+
+    def decode_latents(
+        self, z_q: Tensor, latent_mask: Tensor, encoder_out: dict, prev_output_tokens: Optional[Tensor] = None
+    ):
+        """z_q [B, L, D] -> output logits [B, L * 2^n_c, V], their padding mask."""
+        x, mask = self.decompressor(z_q, latent_mask)
+        if prev_output_tokens is not None:
+            x = self._mix_targets(x, prev_output_tokens)
+        return self.decoder(x, mask, encoder_out), mask
+
+    def prior_logits(self, codes: Tensor, latent_mask: Tensor, encoder_out: dict) -> Tensor:
+        """Teacher-forced prior: codes [B, L] -> logits [B, L + 1, K + nspecial]."""
+        prev = self.prior_input(codes, latent_mask)
+        logits, _ = self.prior(prev, encoder_out=encoder_out)
+        return logits
+
+    def prior_input(self, codes: Tensor, latent_mask: Tensor) -> Tensor:
+        """[eos, c_1 .. c_L] in code-dictionary indices, padded, as fairseq decoders expect."""
+        d = self.code_dict
+        tokens = (codes + d.nspecial).masked_fill(latent_mask, d.pad())
+        return torch.cat([tokens.new_full((tokens.size(0), 1), d.eos()), tokens], dim=1)
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, target, **unused) -> VQLatentOutput:
+        encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
+        bn, latent_mask = self.encode_latents(target, encoder_out)
+        logits, out_mask = self.decode_latents(
+            bn.z_q, latent_mask, encoder_out, prev_output_tokens if self._mixing() else None
+        )
+        # The prior sees codes as token ids, so its loss never reaches the codebook.
+        prior_logits = self.prior_logits(bn.codes, latent_mask, encoder_out)
+        return VQLatentOutput(logits, out_mask, prior_logits, latent_mask, bn)
+
+    # -- target mixing (optional, original reference)
+    def _mix_probability(self) -> float:
+        if self.cfg.target_mix_updates <= 0:
+            return 0.0
+        return max(0.0, 1.0 - self.num_updates / self.cfg.target_mix_updates)
+
+    def _mixing(self) -> bool:
+        return self.training and self._mix_probability() > 0
+
+    def _mix_targets(self, x: Tensor, prev_output_tokens: Tensor) -> Tensor:
+        T = x.size(1)
+        prev = prev_output_tokens[:, :T]
+        prev = torch.nn.functional.pad(prev, (0, T - prev.size(1)), value=self.decoder.padding_idx)
+        emb = self.decoder.embed_tokens(prev) * math.sqrt(x.size(-1))
+        take = torch.rand(x.shape[:2], device=x.device) < self._mix_probability()
+        take &= prev.ne(self.decoder.padding_idx)
+        return torch.where(take.unsqueeze(-1), emb.to(x.dtype), x)
+
+    def set_num_updates(self, num_updates):
+        super().set_num_updates(num_updates)
+        self.num_updates = num_updates
+
+    def max_positions(self):
+        return (self.encoder.max_positions(), self.decoder.max_positions())
+
+
+def _set_defaults(args, **defaults):
+    for name, value in defaults.items():
+        if not safe_hasattr(args, name) or safe_getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+@register_model_architecture("vqlatent_transformer", "vqlatent_transformer_base")
+def vqlatent_transformer_base(args):
+    """The paper's size: 512 wide, FFN 2048, 8 heads, 6 + 6 layers, a 6-layer prior."""
+    _set_defaults(
+        args,
+        encoder_embed_dim=512,
+        encoder_ffn_embed_dim=2048,
+        encoder_layers=6,
+        encoder_attention_heads=8,
+        decoder_ffn_embed_dim=2048,
+        decoder_layers=6,
+        prior_layers=6,
+        codebook_size=4096,
+    )
+
+
+@register_model_architecture("vqlatent_transformer", "vqlatent_transformer_small")
+def vqlatent_transformer_small(args):
+    """For Multi30k-sized data on a CPU: 256 wide, 3 layers everywhere, 512 codes
+    (30k sentences give too few latents to keep 4096 codes alive)."""
+    _set_defaults(
+        args,
+        encoder_embed_dim=256,
+        encoder_ffn_embed_dim=1024,
+        encoder_layers=3,
+        encoder_attention_heads=4,
+        decoder_ffn_embed_dim=1024,
+        decoder_layers=3,
+        prior_layers=3,
+        codebook_size=512,
+    )

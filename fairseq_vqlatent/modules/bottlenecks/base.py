@@ -1,0 +1,87 @@
+"""The interface every discretization bottleneck implements.
+
+A bottleneck turns the compressing encoder's output ``z_e`` into what the
+decompressor sees (``z_q``), a hard code per latent position (what the prior
+reads and, at inference, predicts), soft code targets for the prior, and its own
+auxiliary loss. Adding a bottleneck means one file with a subclass of
+:class:`Bottleneck` decorated with :func:`register_bottleneck`.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Type
+
+import torch
+from torch import Tensor, nn
+
+BOTTLENECK_REGISTRY: Dict[str, Type["Bottleneck"]] = {}
+
+
+def register_bottleneck(name: str) -> Callable[[Type["Bottleneck"]], Type["Bottleneck"]]:
+    def register(cls):
+        if name in BOTTLENECK_REGISTRY:
+            raise ValueError(f"bottleneck {name!r} is registered twice")
+        BOTTLENECK_REGISTRY[name] = cls
+        return cls
+
+    return register
+
+
+def build_bottleneck(name: str, dim: int, cfg) -> "Bottleneck":
+    if name not in BOTTLENECK_REGISTRY:
+        known = ", ".join(sorted(BOTTLENECK_REGISTRY))
+        raise ValueError(f"unknown --bottleneck {name!r}; known: {known}")
+    return BOTTLENECK_REGISTRY[name](dim, cfg)
+
+
+@dataclass
+class BottleneckOutput:
+    z_q: Tensor  # [B, L, D] input of the decompressor; gradients reach z_e
+    codes: Tensor  # [B, L] long, one hard code per latent (0 at padding)
+    code_targets: Tensor  # [B, L, K] detached prior targets; each non-padding row sums to 1
+    loss: Tensor  # scalar auxiliary loss, summed over non-padding latents
+    dead_codes: int = 0  # codes whose running usage has all but vanished
+
+
+class Bottleneck(nn.Module):
+    """Base class: subclasses set ``num_codes`` and implement the three methods."""
+
+    num_codes: int
+
+    def __init__(self):
+        super().__init__()
+        # Cleared for fairseq's dummy batches: the bottleneck still joins the
+        # workers' all-reduce (or the others would wait forever) but adds nothing.
+        self.learn_from_batch = True
+
+    def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
+        """z_e: [B, L, D]; padding_mask: [B, L], True at padding."""
+        raise NotImplementedError
+
+    def embed_codes(self, codes: Tensor) -> Tensor:
+        """codes: [B, L] long -> [B, L, D], what ``z_q`` is at inference."""
+        raise NotImplementedError
+
+    def set_num_updates(self, num_updates: int) -> None:
+        """Schedules (temperatures, mixing) follow fairseq's update counter."""
+
+
+def scatter_positions(values: Tensor, padding_mask: Tensor, fill: float = 0.0) -> Tensor:
+    """Put per-position rows [N, ...] back at the non-padding slots of [B, L, ...]."""
+    B, L = padding_mask.shape
+    out = values.new_full((B, L) + values.shape[1:], fill)
+    out[~padding_mask] = values
+    return out
+
+
+def commitment_loss(z_e: Tensor, target: Tensor) -> Tensor:
+    """Sum over positions of the mean squared distance to a stop-gradient target.
+
+    The mean over dimensions keeps the term on the scale of a per-token
+    cross-entropy whatever the model width; the sum over positions matches
+    fairseq's convention of summed losses normalised by the sample size.
+    """
+    return (z_e.float() - target.detach().float()).pow(2).mean(-1).sum()
+
+
+def one_hot_float(codes: Tensor, num_codes: int) -> Tensor:
+    return torch.nn.functional.one_hot(codes, num_codes).float()

@@ -1,0 +1,61 @@
+"""The output decoder: a Transformer decoder whose input is the decompressed
+latent sequence rather than shifted target tokens, so every output position is
+predicted in one pass (as fairseq's NAT decoders do)."""
+
+from typing import Optional
+
+import torch
+from fairseq.models.transformer import TransformerDecoderBase
+from torch import Tensor
+
+from ..errors import VQLatentError
+
+
+class OneShotDecoder(TransformerDecoderBase):
+    def __init__(self, cfg, dictionary, embed_tokens, causal: bool):
+        super().__init__(cfg, dictionary, embed_tokens)
+        self.causal = causal
+
+    def forward(
+        self,
+        decoder_input: Tensor,
+        padding_mask: Optional[Tensor] = None,
+        encoder_out: Optional[dict] = None,
+        features_only: bool = False,
+        **unused,
+    ):
+        """decoder_input [B, T, D], padding_mask [B, T] -> logits [B, T, V]."""
+        if not torch.is_floating_point(decoder_input):
+            raise VQLatentError(
+                "a vqlatent_transformer decodes in one shot from latent codes, not token by token: "
+                "decode it with --task translation_vqlatent"
+            )
+        x = self.extract_features(decoder_input, padding_mask, encoder_out)
+        return x if features_only else self.output_layer(x)
+
+    def extract_features(self, decoder_input: Tensor, padding_mask: Optional[Tensor], encoder_out: Optional[dict]):
+        B, T, _ = decoder_input.shape
+        if padding_mask is None:
+            padding_mask = decoder_input.new_zeros(B, T, dtype=torch.bool)
+        x = decoder_input
+        if self.embed_positions is not None:
+            # Positions count non-padding slots, as they do for tokens.
+            slots = torch.where(padding_mask, self.padding_idx, self.padding_idx + 1)
+            x = x + self.embed_positions(slots)
+        x = self.dropout_module(x).transpose(0, 1)  # [T, B, D]
+
+        enc = encoder_out["encoder_out"][0] if encoder_out is not None else None
+        enc_mask = (
+            encoder_out["encoder_padding_mask"][0]
+            if encoder_out is not None and len(encoder_out["encoder_padding_mask"]) > 0
+            else None
+        )
+        self_attn_mask = self.buffered_future_mask(x) if self.causal else None
+        self_attn_padding_mask = padding_mask if padding_mask.any() else None
+        for layer in self.layers:
+            x, _, _ = layer(
+                x, enc, enc_mask, None, self_attn_mask=self_attn_mask, self_attn_padding_mask=self_attn_padding_mask
+            )
+        if self.layer_norm is not None:
+            x = self.layer_norm(x)
+        return x.transpose(0, 1)  # [B, T, D]

@@ -1,0 +1,3 @@
+from .translation_vqlatent import TranslationVQLatentConfig, TranslationVQLatentTask
+
+__all__ = ["TranslationVQLatentConfig", "TranslationVQLatentTask"]

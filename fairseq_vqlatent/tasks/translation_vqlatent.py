@@ -1,0 +1,49 @@
+"""fairseq's translation task, decoding in one shot through latent codes."""
+
+from dataclasses import dataclass, field
+
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+from ..errors import VQLatentError
+from ..latent_generator import LatentGenerator
+from ..modules import Bottleneck
+
+
+@dataclass
+class TranslationVQLatentConfig(TranslationConfig):
+    latent_beam: int = field(default=1, metadata={"help": "beam size of the code search (1 = greedy)"})
+
+
+@register_task("translation_vqlatent", dataclass=TranslationVQLatentConfig)
+class TranslationVQLatentTask(TranslationTask):
+    cfg: TranslationVQLatentConfig
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **unused):
+        for model in models:
+            if not hasattr(model, "bottleneck"):
+                name = getattr(getattr(model, "cfg", None), "_name", None) or type(model).__name__
+                path = getattr(args, "path", None)
+                raise VQLatentError(
+                    f"checkpoint {path or ''} holds a {name!r} model, not a vqlatent_transformer: "
+                    "decode autoregressive models with --task translation, without --user-dir"
+                )
+        # --eval-bleu passes a plain Namespace: read every option with a default.
+        return LatentGenerator(
+            models,
+            self.target_dictionary,
+            latent_beam=getattr(args, "latent_beam", None) or self.cfg.latent_beam,
+            max_len_a=getattr(args, "max_len_a", 0),
+            max_len_b=getattr(args, "max_len_b", 200),
+        )
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        # A dummy batch (ignore_grad) still joins the codebook all-reduce, adding nothing.
+        bottlenecks = [m for m in model.modules() if isinstance(m, Bottleneck)]
+        for bn in bottlenecks:
+            bn.learn_from_batch = not ignore_grad
+        try:
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        finally:
+            for bn in bottlenecks:
+                bn.learn_from_batch = True
