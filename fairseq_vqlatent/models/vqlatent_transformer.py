@@ -66,6 +66,10 @@ class VQLatentTransformerConfig(FairseqDataclass):
         default="kmeans",
         metadata={"help": "kmeans: k-means on the first batches' encoder outputs; random: Gaussian codes (the reference)"},
     )
+    dead_code_threshold: float = field(
+        default=0.0,
+        metadata={"help": "re-seed codes whose EMA count (assignments per update) falls below this (0 = off)"},
+    )
     num_samples: int = field(default=10, metadata={"help": "soft_em: samples per position in the Monte-Carlo E-step"})
     ema_decay: float = field(default=0.999, metadata={"help": "EMA decay of codebook statistics"})
     ema_epsilon: float = field(default=1e-5, metadata={"help": "Laplace smoothing of EMA counts"})

@@ -37,6 +37,14 @@ class TranslationVQLatentTask(TranslationTask):
             max_len_b=getattr(args, "max_len_b", 200),
         )
 
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        # fairseq drops a final batch whose size is not a multiple of
+        # --required-batch-size-multiple (8 by default). Batches are sorted by
+        # length, so outside training that silently loses the longest sentences.
+        if dataset is not self.datasets.get(self.cfg.train_subset):
+            kwargs["required_batch_size_multiple"] = 1
+        return super().get_batch_iterator(dataset, *args, **kwargs)
+
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         # A dummy batch (ignore_grad) still joins the codebook all-reduce, adding nothing.
         bottlenecks = [m for m in model.modules() if isinstance(m, Bottleneck)]

@@ -40,6 +40,7 @@ class BottleneckOutput:
     code_targets: Tensor  # [B, L, K] detached prior targets; each non-padding row sums to 1
     loss: Tensor  # scalar auxiliary loss, summed over non-padding latents
     dead_codes: int = 0  # codes whose running usage has all but vanished
+    reseeded_codes: int = 0  # codes re-seeded from encoder outputs by this step
 
 
 class Bottleneck(nn.Module):

@@ -16,7 +16,10 @@ Random codes far from the encoder's outputs let the first code that wins take
 every position (the reference implementation's dead-code problem). With
 ``init="kmeans"`` the codebook instead starts as k-means on the encoder outputs
 of the first training batches: seeds broadcast from worker 0, then Lloyd
-iterations whose statistics are all-reduced like the M-step's.
+iterations whose statistics are all-reduced like the M-step's. Codes can also
+die later, when the encoder moves away from them: with ``dead_threshold > 0`` a
+code whose EMA count falls below it is re-seeded with a current encoder output
+(chosen on worker 0 and broadcast, so all workers stay identical).
 """
 
 from typing import Tuple
@@ -97,8 +100,12 @@ class EMACodebook(nn.Module):
     KMEANS_POOL = 2  # pool this many encoder outputs per code before k-means
     KMEANS_ITERATIONS = 10
 
-    def __init__(self, num_codes: int, dim: int, decay: float, eps: float, init: str = "kmeans"):
+    def __init__(
+        self, num_codes: int, dim: int, decay: float, eps: float, init: str = "kmeans", dead_threshold: float = 0.0
+    ):
         super().__init__()
+        self.dead_threshold = dead_threshold
+        self.last_reseeded = 0
         if init not in ("kmeans", "random"):
             raise ValueError(f"unknown codebook init {init!r}")
         self.num_codes, self.dim, self.decay, self.eps = num_codes, dim, decay, eps
@@ -112,6 +119,17 @@ class EMACodebook(nn.Module):
         self.register_buffer("ema_sum", embed.clone())  # [K, D]
         self.register_buffer("initialized", torch.tensor(init == "random"))
         self._pool = []  # encoder outputs waiting for k-means (not saved)
+
+    @classmethod
+    def from_config(cls, cfg, dim: int) -> "EMACodebook":
+        return cls(
+            cfg.codebook_size,
+            dim,
+            cfg.ema_decay,
+            cfg.ema_epsilon,
+            init=getattr(cfg, "codebook_init", "kmeans"),
+            dead_threshold=getattr(cfg, "dead_code_threshold", 0.0),
+        )
 
     def _apply(self, fn, *args, **kwargs):
         # model.half() / .bfloat16() must not touch the statistics.
@@ -156,9 +174,31 @@ class EMACodebook(nn.Module):
             counts.zero_()
             sums.zero_()
         all_reduce_sum_(counts, sums)
+        if counts.sum() == 0:  # nobody had data (dummy batches): no step, not even the decay
+            return
         ema_(self.ema_count, counts, self.decay)
         ema_(self.ema_sum, sums, self.decay)
         self.embed.copy_(self.ema_sum / laplace_smoothed(self.ema_count, self.eps).unsqueeze(1))
+        self.last_reseeded = self._reseed_dead_codes(z if contribute else z[:0])
+
+    def _reseed_dead_codes(self, z: Tensor) -> int:
+        if self.dead_threshold <= 0:
+            return 0
+        dead = (self.ema_count < self.dead_threshold).nonzero().flatten()  # same on every worker
+        if len(dead) == 0:
+            return 0
+        # worker 0 picks the new codes among its encoder outputs; a worker without data says so
+        picks = torch.zeros(len(dead) + 1, self.dim, device=self.embed.device)
+        if len(z) > 0:
+            picks[:-1] = z[torch.randint(len(z), (len(dead),), device=z.device)].float()
+            picks[-1, 0] = 1.0
+        broadcast_from_first_(picks)
+        if picks[-1, 0] == 0:
+            return 0
+        self.embed[dead] = picks[:-1]
+        self.ema_sum[dead] = picks[:-1]
+        self.ema_count[dead] = 1.0
+        return len(dead)
 
     def num_dead_codes(self) -> int:
         """Codes whose running count fell below 1% of a uniform share."""

@@ -36,9 +36,7 @@ class SoftEMBottleneck(Bottleneck):
         self.num_codes = cfg.codebook_size
         self.num_samples = cfg.num_samples
         self.beta = cfg.commitment_beta
-        self.codebook = EMACodebook(
-            cfg.codebook_size, dim, cfg.ema_decay, cfg.ema_epsilon, init=cfg.codebook_init
-        )
+        self.codebook = EMACodebook.from_config(cfg, dim)
 
     def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
         z = z_e[~padding_mask]  # [N, D]
@@ -61,6 +59,7 @@ class SoftEMBottleneck(Bottleneck):
             code_targets=scatter_positions(r, padding_mask),
             loss=self.beta * commitment_loss(z, e_avg),
             dead_codes=self.codebook.num_dead_codes(),
+            reseeded_codes=self.codebook.last_reseeded if self.training else 0,
         )
 
     def embed_codes(self, codes: Tensor) -> Tensor:

@@ -21,9 +21,7 @@ class VQBottleneck(Bottleneck):
         super().__init__()
         self.num_codes = cfg.codebook_size
         self.beta = cfg.commitment_beta
-        self.codebook = EMACodebook(
-            cfg.codebook_size, dim, cfg.ema_decay, cfg.ema_epsilon, init=cfg.codebook_init
-        )
+        self.codebook = EMACodebook.from_config(cfg, dim)
 
     def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
         z = z_e[~padding_mask]  # [N, D]
@@ -42,6 +40,7 @@ class VQBottleneck(Bottleneck):
             code_targets=scatter_positions(assign, padding_mask),
             loss=self.beta * commitment_loss(z, e_c),
             dead_codes=self.codebook.num_dead_codes(),
+            reseeded_codes=self.codebook.last_reseeded if self.training else 0,
         )
 
     def embed_codes(self, codes: Tensor) -> Tensor:

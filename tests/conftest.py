@@ -1,0 +1,117 @@
+"""Shared fixtures: tiny models built in-process, and a 2,000-pair slice of
+Multi30k prepared with the project's own data-prep script for CLI tests."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import fairseq_vqlatent  # noqa: F401  (registration)
+from fairseq.data import Dictionary
+from fairseq_vqlatent.models.vqlatent_transformer import VQLatentTransformerConfig, VQLatentTransformerModel
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("MULTI30K", REPO.parent / "shared" / "corpora" / "multi30k"))
+BIN = Path(sys.executable).parent
+
+TINY_MODEL = dict(
+    encoder_embed_dim=32,
+    encoder_ffn_embed_dim=64,
+    decoder_ffn_embed_dim=64,
+    encoder_layers=1,
+    decoder_layers=1,
+    prior_layers=1,
+    encoder_attention_heads=2,
+    codebook_size=16,
+    num_samples=5,
+    dropout=0.0,
+    attention_dropout=0.0,
+    conv_dropout=0.0,
+)
+
+TINY_TRAIN_ARGS = [
+    "--user-dir", str(REPO / "fairseq_vqlatent"),
+    "--task", "translation_vqlatent",
+    "--arch", "vqlatent_transformer_small",
+    "--criterion", "vqlatent_loss",
+    "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128",
+    "--encoder-layers", "1", "--decoder-layers", "1", "--prior-layers", "1", "--encoder-attention-heads", "2",
+    "--codebook-size", "32", "--num-samples", "4", "--ema-decay", "0.9", "--share-all-embeddings",
+    "--optimizer", "adam", "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "30",
+    "--max-tokens", "2048", "--cpu", "--num-workers", "0", "--seed", "1",
+    "--log-interval", "10", "--no-progress-bar", "--log-format", "simple",
+]
+
+
+def toy_task(vocab_size: int = 30) -> SimpleNamespace:
+    d = Dictionary()
+    for i in range(vocab_size):
+        d.add_symbol(f"w{i}")
+    return SimpleNamespace(source_dictionary=d, target_dictionary=d)
+
+
+def build_tiny_model(task=None, **overrides) -> VQLatentTransformerModel:
+    task = task or toy_task()
+    cfg = VQLatentTransformerConfig(**{**TINY_MODEL, **overrides})
+    return VQLatentTransformerModel.build_model(cfg, task)
+
+
+def toy_batch(task, lengths, src_len: int = 7, seed: int = 0):
+    """Right-padded targets of the given lengths (EOS included), left-padded sources."""
+    g = torch.Generator().manual_seed(seed)
+    d = task.target_dictionary
+    B, T = len(lengths), max(lengths)
+    target = torch.full((B, T), d.pad())
+    for b, n in enumerate(lengths):
+        target[b, : n - 1] = torch.randint(d.nspecial, len(d), (n - 1,), generator=g)
+        target[b, n - 1] = d.eos()
+    src = torch.randint(d.nspecial, len(d), (B, src_len), generator=g)
+    src[:, -1] = d.eos()
+    prev = torch.roll(target, 1, dims=1)
+    prev[:, 0] = d.eos()
+    prev = prev.masked_fill(target.eq(d.pad()), d.pad())
+    return dict(src_tokens=src, src_lengths=torch.full((B,), src_len), prev_output_tokens=prev, target=target)
+
+
+def run(cmd, check=True, input=None, timeout=600):
+    """Run a CLI with this interpreter's scripts first on PATH; returns the CompletedProcess."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [str(c) for c in cmd], cwd=REPO, env=env, input=input, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def train_losses(log: str):
+    return [float(x) for x in re.findall(r"\| train_inner \|.*? loss=(\d+\.\d+)", log)]
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    if not (CORPUS / "train.en").exists():
+        pytest.fail(f"Multi30k corpus not found at {CORPUS} (set MULTI30K=dir)")
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def slice_data(tmp_path_factory, corpus_dir) -> Path:
+    """Multi30k: 2,000 training pairs, full valid and test, sentencepiece 1,000, binarised."""
+    out = tmp_path_factory.mktemp("m30k-slice")
+    run(["bash", REPO / "data-prep" / "prepare-multi30k.sh", "--from", corpus_dir, out,
+         "--max-lines", "2000", "--vocab-size", "1000"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, slice_data) -> SimpleNamespace:
+    """A tiny model trained for 200 updates through fairseq-train."""
+    save = tmp_path_factory.mktemp("ckpt")
+    proc = run(["fairseq-train", slice_data / "bin", *TINY_TRAIN_ARGS, "--max-update", "200", "--save-dir", save])
+    return SimpleNamespace(data=slice_data, save=save, log=proc.stdout + proc.stderr)

@@ -1,0 +1,98 @@
+"""fairseq's own command lines, end to end on a 2,000-pair slice of Multi30k."""
+
+import re
+import shutil
+
+from conftest import REPO, TINY_TRAIN_ARGS, run, train_losses
+
+USER_DIR = ["--user-dir", str(REPO / "fairseq_vqlatent")]
+INTERACTIVE = [*USER_DIR, "--task", "translation_vqlatent", "--cpu"]
+GEN = [*INTERACTIVE, "--batch-size", "64"]
+
+
+def hypotheses(stdout: str):
+    return [line for line in stdout.splitlines() if line.startswith("H-")]
+
+
+def test_training_loss_falls(trained):
+    losses = train_losses(trained.log)
+    assert len(losses) >= 10, trained.log[-2000:]
+    assert losses[-1] < losses[0] - 1.0
+    assert (trained.save / "checkpoint_last.pt").exists()
+
+
+def test_generate_gives_one_hypothesis_per_test_sentence(trained):
+    proc = run(["fairseq-generate", trained.data / "bin", *GEN, "--path", trained.save / "checkpoint_last.pt",
+                "--gen-subset", "test", "--remove-bpe", "sentencepiece"])
+    hyps = hypotheses(proc.stdout)
+    assert len(hyps) == 1000
+    assert len({int(h.split("\t")[0][2:]) for h in hyps}) == 1000
+    assert "BLEU4" in proc.stdout
+
+
+def test_latent_beam_decodes_too(trained):
+    proc = run(["fairseq-generate", trained.data / "bin", *GEN, "--path", trained.save / "checkpoint_last.pt",
+                "--gen-subset", "valid", "--latent-beam", "3", "--max-sentences", "16"])
+    assert len(hypotheses(proc.stdout)) == 1014
+
+
+def test_resume_continues_the_update_count_and_eval_bleu_decodes(trained, tmp_path):
+    save = tmp_path / "resume"
+    shutil.copytree(trained.save, save)
+    proc = run(["fairseq-train", trained.data / "bin", *TINY_TRAIN_ARGS, "--max-update", "220", "--save-dir", save,
+                "--eval-bleu", "--eval-bleu-remove-bpe", "sentencepiece", "--eval-bleu-args", '{"max_len_b": 64}'])
+    log = proc.stdout + proc.stderr
+    assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ 200 updates\)", log), log[-3000:]
+    assert "num_updates 220" in log
+    assert re.search(r"valid on 'valid' subset .*\| bleu \d", log), log[-3000:]
+
+
+def test_interactive_translates_stdin(trained):
+    lines = (trained.data / "raw" / "test.en").read_text().splitlines()[:3]
+    proc = run(["fairseq-interactive", trained.data / "bin", *INTERACTIVE, "--path", trained.save / "checkpoint_last.pt",
+                "--buffer-size", "3", "--batch-size", "3"], input="\n".join(lines) + "\n")
+    assert len(hypotheses(proc.stdout)) == 3
+
+
+def test_empty_input_line_is_a_clear_error(trained):
+    proc = run(["fairseq-interactive", trained.data / "bin", *INTERACTIVE, "--path", trained.save / "checkpoint_last.pt"],
+               input="▁A ▁dog\n\n", check=False)
+    assert proc.returncode != 0
+    assert "error: empty source sentence" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_latent_length_beyond_the_prior_is_a_clear_error(trained):
+    proc = run(["fairseq-generate", trained.data / "bin", *GEN, "--path", trained.save / "checkpoint_last.pt",
+                "--gen-subset", "valid", "--max-len-b", "100000"], check=False)
+    assert proc.returncode != 0
+    assert "longer than this model's latent predictor holds" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_autoregressive_checkpoint_is_refused_clearly(slice_data, tmp_path):
+    run(["fairseq-train", slice_data / "bin", *USER_DIR, "--arch", "transformer", "--encoder-layers", "1",
+         "--decoder-layers", "1", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+         "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--optimizer", "adam", "--lr", "1e-3",
+         "--max-tokens", "2048", "--max-update", "3", "--cpu", "--save-dir", tmp_path, "--no-epoch-checkpoints"])
+    proc = run(["fairseq-generate", slice_data / "bin", *GEN, "--path", tmp_path / "checkpoint_last.pt",
+                "--gen-subset", "valid"], check=False)
+    assert proc.returncode != 0
+    assert "holds a 'transformer' model, not a vqlatent_transformer" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_inspect_codes_reports_codebook_health(trained):
+    proc = run(["python", "-m", "fairseq_vqlatent.inspect_codes", trained.save / "checkpoint_last.pt",
+                trained.data / "bin", "--split", "valid"])
+    out = proc.stdout
+    used = int(re.search(r"distinct codes\s+(\d+) of 32", out).group(1))
+    assert 1 <= used <= 32
+    assert float(re.search(r"code perplexity\s+([\d.]+)", out).group(1)) >= 1.0
+    assert "most frequent codes" in out and "latent length" in out
+    assert int(re.search(r"latent positions\s+(\d+)", out).group(1)) > 1014
+
+
+def test_inspect_codes_names_a_missing_checkpoint(tmp_path):
+    proc = run(["python", "-m", "fairseq_vqlatent.inspect_codes", tmp_path / "nope.pt", tmp_path], check=False)
+    assert proc.returncode != 0 and "checkpoint" in proc.stderr and "does not exist" in proc.stderr

@@ -1,0 +1,78 @@
+"""Two torch.distributed gloo workers with different batches end every update
+with identical codebooks, equal to one worker seeing both batches."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from test_bottleneck_math import bottleneck
+
+STEPS = 5
+
+
+def batches(rank: int, step: int):
+    g = torch.Generator().manual_seed(100 * step + rank)
+    z = torch.randn(3, 4, 4, generator=g) * (1 + rank)  # the workers see different data
+    mask = torch.zeros(3, 4, dtype=torch.bool)
+    mask[rank, 2:] = True
+    return z, mask
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker(rank, world, port, name, init, out_dir):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(1234 + rank)  # different sampling / k-means seeds: sync must not rely on luck
+        bn = bottleneck(name, K=8, D=4, decay=0.8, init=init).train()
+        if init == "random":  # start from the same codebook
+            torch.manual_seed(0)
+            bn.codebook.embed.copy_(torch.randn(8, 4))
+            bn.codebook.ema_sum.copy_(bn.codebook.embed)
+        history = []
+        for step in range(STEPS):
+            bn.learn_from_batch = not (rank == 1 and step == 2)  # a dummy batch on worker 1
+            bn(*batches(rank, step))
+            history.append(bn.codebook.embed.clone())
+        torch.save(torch.stack(history), os.path.join(out_dir, f"{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_workers(tmp_path, name, init):
+    mp.spawn(worker, args=(2, free_port(), name, init, str(tmp_path)), nprocs=2, join=True)
+    return [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+
+
+@pytest.mark.parametrize("name", ["vq", "soft_em"])
+def test_workers_hold_identical_codebooks_after_every_update(tmp_path, name):
+    h0, h1 = run_workers(tmp_path, name, "random")
+    assert torch.equal(h0, h1)
+    assert not torch.equal(h0[0], h0[-1])  # and the codebook did learn
+
+
+def test_two_workers_equal_one_worker_on_both_batches(tmp_path):
+    h0, _ = run_workers(tmp_path, "vq", "random")
+    bn = bottleneck("vq", K=8, D=4, decay=0.8).train()
+    torch.manual_seed(0)
+    bn.codebook.embed.copy_(torch.randn(8, 4))
+    bn.codebook.ema_sum.copy_(bn.codebook.embed)
+    for step in range(STEPS):
+        parts = [batches(0, step)] + ([] if step == 2 else [batches(1, step)])  # worker 1's dummy batch
+        z = torch.cat([p[0] for p in parts])
+        mask = torch.cat([p[1] for p in parts])
+        bn(z, mask)
+        torch.testing.assert_close(bn.codebook.embed, h0[step], atol=1e-5, rtol=1e-5)
+
+
+def test_kmeans_init_is_identical_on_both_workers(tmp_path):
+    h0, h1 = run_workers(tmp_path, "vq", "kmeans")
+    assert torch.equal(h0, h1)

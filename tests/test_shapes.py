@@ -1,0 +1,59 @@
+"""Every compression factor with odd target lengths, through training and decoding."""
+
+import pytest
+import torch
+
+from conftest import build_tiny_model, toy_batch, toy_task
+from fairseq_vqlatent.latent_generator import LatentGenerator
+from fairseq_vqlatent.modules import latent_length
+
+
+@pytest.mark.parametrize("n_c", [1, 2, 3, 4])
+@pytest.mark.parametrize("bottleneck", ["vq", "soft_em"])
+def test_forward_shapes_for_every_compression(n_c, bottleneck):
+    task = toy_task()
+    model = build_tiny_model(task, compress_steps=n_c, bottleneck=bottleneck).train()
+    lengths = [1, 5, 17, 9]  # odd, and one EOS-only target
+    batch = toy_batch(task, lengths)
+    out = model(**batch)
+    factor = 2**n_c
+    L = latent_length(max(lengths), n_c)
+    assert out.latent_padding_mask.shape == (4, L)
+    assert (~out.latent_padding_mask).sum(1).tolist() == [latent_length(n, n_c) for n in lengths]
+    assert out.logits.shape == (4, L * factor, len(task.target_dictionary))
+    assert (~out.output_padding_mask).sum(1).tolist() == [latent_length(n, n_c) * factor for n in lengths]
+    assert out.prior_logits.shape == (4, L + 1, len(model.code_dict))
+    assert out.bottleneck.z_q.shape == (4, L, model.cfg.encoder_embed_dim)
+
+
+def test_codes_do_not_depend_on_batch_padding():
+    task = toy_task()
+    model = build_tiny_model(task).eval()
+    batch = toy_batch(task, [11, 30])
+    enc = model.encoder(batch["src_tokens"], src_lengths=batch["src_lengths"])
+    bn, mask = model.encode_latents(batch["target"], enc)
+    alone = {k: v[:1] for k, v in batch.items()}
+    alone["target"] = alone["target"][:, :11]
+    enc1 = model.encoder(alone["src_tokens"], src_lengths=alone["src_lengths"])
+    bn1, _ = model.encode_latents(alone["target"], enc1)
+    n = bn1.z_q.size(1)
+    torch.testing.assert_close(bn.z_q[0, :n], bn1.z_q[0])
+
+
+@pytest.mark.parametrize("n_c", [1, 4])
+@pytest.mark.parametrize("beam", [1, 3])
+def test_generator_returns_one_hypothesis_per_sentence(n_c, beam):
+    task = toy_task()
+    model = build_tiny_model(task, compress_steps=n_c).eval()
+    batch = toy_batch(task, [3, 7, 12])
+    sample = {"id": torch.arange(3), "net_input": {k: batch[k] for k in ("src_tokens", "src_lengths")}}
+    gen = LatentGenerator([model], task.target_dictionary, latent_beam=beam, max_len_a=1.0, max_len_b=5)
+    hypos = gen.generate([model], sample)
+    eos = task.target_dictionary.eos()
+    budget = gen.max_latents(7) * 2**n_c
+    assert len(hypos) == 3
+    for (h,) in hypos:
+        assert h["tokens"][-1] == eos and (h["tokens"][:-1] != eos).all()
+        assert 1 <= len(h["tokens"]) <= budget + 1
+        assert h["positional_scores"].shape == h["tokens"].shape
+        torch.testing.assert_close(h["score"], h["positional_scores"].mean())
