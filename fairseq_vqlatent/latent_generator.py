@@ -68,7 +68,7 @@ class LatentGenerator(nn.Module):
 
         encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
         codes, latent_mask = self.decode_codes(model, encoder_out, src_tokens, src_lengths)
-        z_q = model.bottleneck.embed_codes(codes).to(encoder_out["encoder_out"][0].dtype)
+        z_q = model.embed_codes(codes).to(encoder_out["encoder_out"][0].dtype)
         logits, out_mask = model.decode_latents(z_q, latent_mask, encoder_out)
         lprobs = torch.log_softmax(logits.float(), -1).masked_fill(self.banned, float("-inf"))
         scores, tokens = lprobs.max(-1)  # [B, T]

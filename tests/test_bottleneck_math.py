@@ -179,3 +179,22 @@ def test_kmeans_init_spreads_codes_over_the_data():
     assert bool(bn.codebook.initialized)
     codes = bn(data, mask).codes
     assert len(codes.unique()) >= 6
+
+
+def test_dead_codes_are_reseeded_from_current_encoder_outputs():
+    cfg = SimpleNamespace(codebook_size=4, num_samples=1, ema_decay=0.5, ema_epsilon=1e-9, commitment_beta=0.25,
+                          codebook_init="random", dead_code_threshold=0.3)
+    torch.manual_seed(0)
+    bn = build_bottleneck("vq", 2, cfg).train()
+    bn.codebook.embed.copy_(torch.tensor([[0.0, 0.0], [100.0, 100.0], [200.0, 200.0], [300.0, 300.0]]))
+    bn.codebook.ema_sum.copy_(bn.codebook.embed)
+    z = torch.randn(1, 6, 2) * 0.1  # all near code 0: codes 1-3 starve
+    mask = torch.zeros(1, 6, dtype=torch.bool)
+    out = bn(z, mask)  # counts of 1..3: 0.5 >= 0.3, still alive
+    assert out.reseeded_codes == 0
+    out = bn(z, mask)  # 0.25 < 0.3: re-seeded
+    assert out.reseeded_codes == 3
+    for k in (1, 2, 3):
+        assert (bn.codebook.embed[k] - z[0]).norm(dim=-1).min() < 1e-6  # now an encoder output
+        assert bn.codebook.ema_count[k] == 1.0
+    assert bn.codebook.num_dead_codes() == 0

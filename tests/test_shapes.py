@@ -57,3 +57,12 @@ def test_generator_returns_one_hypothesis_per_sentence(n_c, beam):
         assert 1 <= len(h["tokens"]) <= budget + 1
         assert h["positional_scores"].shape == h["tokens"].shape
         torch.testing.assert_close(h["score"], h["positional_scores"].mean())
+
+
+def test_a_low_dimensional_code_space_round_trips():
+    task = toy_task()
+    model = build_tiny_model(task, code_dim=4).train()
+    out = model(**toy_batch(task, [5, 9]))
+    assert model.bottleneck.codebook.embed.shape == (16, 4)
+    assert out.bottleneck.z_q.shape[-1] == 4
+    assert out.logits.shape[:2] == (2, 16)

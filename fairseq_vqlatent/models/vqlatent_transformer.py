@@ -61,6 +61,14 @@ class VQLatentTransformerConfig(FairseqDataclass):
     bottleneck: ChoiceEnum(sorted(BOTTLENECK_REGISTRY)) = field(
         default="soft_em", metadata={"help": "discretization bottleneck"}
     )
+    code_dim: int = field(
+        default=0,
+        metadata={
+            "help": "dimension of the code space: z_e is projected to it before the bottleneck and back after "
+            "(0 = the model width). Low dimensions keep codes alive: in high dimensions the mean of a big "
+            "cluster is nearer every point than the other codes are"
+        },
+    )
     codebook_size: int = field(default=4096, metadata={"help": "K, the number of codes"})
     codebook_init: ChoiceEnum(["kmeans", "random"]) = field(
         default="kmeans",
@@ -129,6 +137,9 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         super().__init__(encoder, decoder)
         self.cfg = cfg
         self.compressor = compressor
+        dim, code_dim = cfg.encoder_embed_dim, cfg.code_dim or cfg.encoder_embed_dim
+        self.to_code_space = nn.Linear(dim, code_dim) if code_dim != dim else nn.Identity()
+        self.from_code_space = nn.Linear(code_dim, dim) if code_dim != dim else nn.Identity()
         self.bottleneck = bottleneck
         self.decompressor = decompressor
         self.prior = prior
@@ -172,7 +183,7 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
             cfg,
             encoder,
             Compressor(cfg, tgt_embed, dim, cfg.max_target_positions),
-            build_bottleneck(cfg.bottleneck, dim, cfg),
+            build_bottleneck(cfg.bottleneck, cfg.code_dim or dim, cfg),
             Decompressor(cfg, dim),
             decoder,
             prior,
@@ -199,16 +210,20 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
 
     # -- the parts, each usable alone (training, inference, inspection)
     def encode_latents(self, target: Tensor, encoder_out: dict):
-        """target [B, T] -> BottleneckOutput, latent padding mask [B, L]."""
+        """target [B, T] -> BottleneckOutput (in code space), latent padding mask [B, L]."""
         self.check_latent_length(latent_length(target.size(1), self.cfg.compress_steps))
         z_e, latent_mask = self.compressor(target, encoder_out)
-        return self.bottleneck(z_e, latent_mask), latent_mask
+        return self.bottleneck(self.to_code_space(z_e), latent_mask), latent_mask
+
+    def embed_codes(self, codes: Tensor) -> Tensor:
+        """codes [B, L] -> code embeddings in code space [B, L, code_dim]."""
+        return self.bottleneck.embed_codes(codes)
 
     def decode_latents(
         self, z_q: Tensor, latent_mask: Tensor, encoder_out: dict, prev_output_tokens: Optional[Tensor] = None
     ):
-        """z_q [B, L, D] -> output logits [B, L * 2^n_c, V], their padding mask."""
-        x, mask = self.decompressor(z_q, latent_mask)
+        """z_q [B, L, code_dim] -> output logits [B, L * 2^n_c, V], their padding mask."""
+        x, mask = self.decompressor(self.from_code_space(z_q), latent_mask)
         if prev_output_tokens is not None:
             x = self._mix_targets(x, prev_output_tokens)
         return self.decoder(x, mask, encoder_out), mask
@@ -286,7 +301,8 @@ def vqlatent_transformer_base(args):
 @register_model_architecture("vqlatent_transformer", "vqlatent_transformer_small")
 def vqlatent_transformer_small(args):
     """For Multi30k-sized data on a CPU: 256 wide, 3 layers everywhere, 512 codes
-    (30k sentences give too few latents to keep 4096 codes alive)."""
+    (30k sentences give too few latents to keep 4096 codes alive) looked up in a
+    16-dimensional code space (see docs/design.md, "Keeping codes alive")."""
     _set_defaults(
         args,
         encoder_embed_dim=256,
@@ -297,4 +313,5 @@ def vqlatent_transformer_small(args):
         decoder_layers=3,
         prior_layers=3,
         codebook_size=512,
+        code_dim=16,
     )
