@@ -39,7 +39,15 @@ class _PrecomputedEncoder(FairseqEncoder):
 
 
 class LatentGenerator(nn.Module):
-    def __init__(self, models, tgt_dict, latent_beam: int = 1, max_len_a: float = 0.0, max_len_b: int = 200):
+    def __init__(
+        self,
+        models,
+        tgt_dict,
+        latent_beam: int = 1,
+        max_len_a: float = 0.0,
+        max_len_b: int = 200,
+        allow_empty_sources: bool = False,
+    ):
         super().__init__()
         if len(models) != 1:
             raise VQLatentError("ensembles of vqlatent models are not supported: pass one --path")
@@ -49,9 +57,9 @@ class LatentGenerator(nn.Module):
         self.latent_beam = latent_beam
         self.max_len_a = max_len_a
         self.max_len_b = max_len_b
-        banned = torch.zeros(len(tgt_dict), dtype=torch.bool)
-        banned[[tgt_dict.pad(), tgt_dict.bos()]] = True
-        self.register_buffer("banned", banned, persistent=False)
+        # Validation (--eval-bleu) must not stop training over an empty line; the CLIs refuse one.
+        self.allow_empty_sources = allow_empty_sources
+        self.banned = [tgt_dict.pad(), tgt_dict.bos()]  # never emitted
 
     def max_latents(self, src_length: int) -> int:
         """ceil((a |x| + b) / 2^n_c): the code budget for a source of this length."""
@@ -64,13 +72,15 @@ class LatentGenerator(nn.Module):
         model = models[0] if models else self.model
         net_input = sample["net_input"]
         src_tokens, src_lengths = net_input["src_tokens"], net_input["src_lengths"]
-        self._check_sources(sample, src_lengths)
+        if not self.allow_empty_sources:
+            self._check_sources(sample, src_lengths)
 
         encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
         codes, latent_mask = self.decode_codes(model, encoder_out, src_tokens, src_lengths)
         z_q = model.embed_codes(codes).to(encoder_out["encoder_out"][0].dtype)
         logits, out_mask = model.decode_latents(z_q, latent_mask, encoder_out)
-        lprobs = torch.log_softmax(logits.float(), -1).masked_fill(self.banned, float("-inf"))
+        lprobs = torch.log_softmax(logits.float(), -1)
+        lprobs[..., self.banned] = float("-inf")
         scores, tokens = lprobs.max(-1)  # [B, T]
         eos_scores = lprobs[..., self.tgt_dict.eos()]
         return [

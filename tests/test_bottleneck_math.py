@@ -198,3 +198,17 @@ def test_dead_codes_are_reseeded_from_current_encoder_outputs():
         assert (bn.codebook.embed[k] - z[0]).norm(dim=-1).min() < 1e-6  # now an encoder output
         assert bn.codebook.ema_count[k] == 1.0
     assert bn.codebook.num_dead_codes() == 0
+
+
+@pytest.mark.parametrize("name", ["vq", "soft_em"])
+def test_codebook_math_stays_fp32_under_autocast(name):
+    z_e, mask = torch.randn(2, 5, 4), torch.zeros(2, 5, dtype=torch.bool)
+    results = []
+    for autocast in (False, True):
+        bn = bottleneck(name, decay=0.5).train()
+        torch.manual_seed(7)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            bn(z_e, mask)
+        results.append(bn.codebook.embed.clone())
+    assert results[1].dtype == torch.float32
+    torch.testing.assert_close(results[0], results[1], atol=0, rtol=0)

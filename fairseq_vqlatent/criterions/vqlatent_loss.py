@@ -133,8 +133,8 @@ class VQLatentLoss(FairseqCriterion):
             metrics.log_scalar("code_ppl", code_perplexity(counts), 1, round=1)
             metrics.log_scalar("codes_used", float((counts > 0).sum()), 1, round=1)
         metrics.log_scalar("dead_codes", total("dead_codes") / max(total("nforwards"), 1), 1, round=1)
-        if total("reseeded_codes") > 0:
-            metrics.log_scalar("reseeded", total("reseeded_codes"), 1, round=1)
+        if total("reseeded_codes") > 0:  # every worker reports the same codebook: average, don't sum
+            metrics.log_scalar("reseeded", total("reseeded_codes") / max(total("nforwards"), 1), 1, round=1)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

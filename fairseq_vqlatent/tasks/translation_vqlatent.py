@@ -28,6 +28,8 @@ class TranslationVQLatentTask(TranslationTask):
                     f"checkpoint {path or ''} holds a {name!r} model, not a vqlatent_transformer: "
                     "decode autoregressive models with --task translation, without --user-dir"
                 )
+        if getattr(args, "score_reference", False):
+            raise VQLatentError("--score-reference is not supported: the output is decoded in one shot from codes")
         # --eval-bleu passes a plain Namespace: read every option with a default.
         return LatentGenerator(
             models,
@@ -36,6 +38,12 @@ class TranslationVQLatentTask(TranslationTask):
             max_len_a=getattr(args, "max_len_a", 0),
             max_len_b=getattr(args, "max_len_b", 200),
         )
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        if getattr(self, "sequence_generator", None) is not None:  # --eval-bleu
+            self.sequence_generator.allow_empty_sources = True
+        return model
 
     def get_batch_iterator(self, dataset, *args, **kwargs):
         # fairseq drops a final batch whose size is not a multiple of

@@ -66,6 +66,11 @@ class Bottleneck(nn.Module):
         """Schedules (temperatures, mixing) follow fairseq's update counter."""
 
 
+def full_precision(x: Tensor):
+    """Codebook math in fp32 even inside fairseq's --amp autocast region."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def scatter_positions(values: Tensor, padding_mask: Tensor, fill: float = 0.0) -> Tensor:
     """Put per-position rows [N, ...] back at the non-padding slots of [B, L, ...]."""
     B, L = padding_mask.shape

@@ -90,7 +90,8 @@ def kmeans_(centers: Tensor, data: Tensor, iterations: int) -> None:
     A center that attracts no point keeps its seed."""
     for _ in range(iterations):
         codes = squared_distances(data, centers).argmin(-1)
-        counts, sums = batch_statistics(torch.nn.functional.one_hot(codes, len(centers)), data)
+        counts = torch.bincount(codes, minlength=len(centers)).float()
+        sums = torch.zeros_like(centers).index_add_(0, codes, data)
         all_reduce_sum_(counts, sums)
         used = counts > 0
         centers[used] = sums[used] / counts[used].unsqueeze(1)
@@ -132,12 +133,13 @@ class EMACodebook(nn.Module):
         )
 
     def _apply(self, fn, *args, **kwargs):
-        # model.half() / .bfloat16() must not touch the statistics.
-        super()._apply(fn, *args, **kwargs)
-        for name, buf in self._buffers.items():
-            if buf is not None and buf.is_floating_point() and buf.dtype != torch.float32:
-                self._buffers[name] = buf.float()
-        return self
+        # model.half() / .bfloat16() must not touch the statistics: follow fn's device only.
+        def device_only(t: Tensor) -> Tensor:
+            if not t.is_floating_point():
+                return fn(t)
+            return t.to(fn(t.new_empty(0)).device)
+
+        return super()._apply(device_only, *args, **kwargs)
 
     def distances(self, z: Tensor) -> Tensor:
         return squared_distances(z, self.embed)
@@ -169,6 +171,7 @@ class EMACodebook(nn.Module):
     @torch.no_grad()
     def update(self, assign: Tensor, z: Tensor, contribute: bool = True) -> None:
         """One EMA M-step from assignments [N, K] of data [N, D]."""
+        self.last_reseeded = 0
         counts, sums = batch_statistics(assign, z)
         if not contribute:
             counts.zero_()

@@ -16,6 +16,7 @@ from .base import (
     Bottleneck,
     BottleneckOutput,
     commitment_loss,
+    full_precision,
     one_hot_float,
     register_bottleneck,
     scatter_positions,
@@ -26,7 +27,8 @@ from .ema_codebook import EMACodebook
 def sample_responsibilities(logits: Tensor, num_samples: int) -> Tensor:
     """logits [N, K] -> r [N, K]: the mean of ``num_samples`` sampled one-hots."""
     samples = torch.multinomial(logits.float().softmax(-1), num_samples, replacement=True)  # [N, m]
-    return one_hot_float(samples, logits.size(-1)).mean(1)
+    r = torch.zeros(logits.shape, device=logits.device)
+    return r.scatter_add_(1, samples, torch.full(samples.shape, 1.0 / num_samples, device=logits.device))
 
 
 @register_bottleneck("soft_em")
@@ -40,7 +42,7 @@ class SoftEMBottleneck(Bottleneck):
 
     def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
         z = z_e[~padding_mask]  # [N, D]
-        with torch.no_grad():
+        with torch.no_grad(), full_precision(z):
             if self.training:
                 self.codebook.maybe_initialize(z, contribute=self.learn_from_batch)
             logits = -self.codebook.distances(z)  # [N, K]

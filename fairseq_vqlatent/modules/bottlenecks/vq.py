@@ -8,6 +8,7 @@ from .base import (
     Bottleneck,
     BottleneckOutput,
     commitment_loss,
+    full_precision,
     one_hot_float,
     register_bottleneck,
     scatter_positions,
@@ -25,7 +26,7 @@ class VQBottleneck(Bottleneck):
 
     def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
         z = z_e[~padding_mask]  # [N, D]
-        with torch.no_grad():
+        with torch.no_grad(), full_precision(z):
             if self.training:
                 self.codebook.maybe_initialize(z, contribute=self.learn_from_batch)
             codes = self.codebook.distances(z).argmin(-1)  # [N]
