@@ -66,3 +66,38 @@ def test_a_low_dimensional_code_space_round_trips():
     assert model.bottleneck.codebook.embed.shape == (16, 4)
     assert out.bottleneck.z_q.shape[-1] == 4
     assert out.logits.shape[:2] == (2, 16)
+
+
+def test_compressor_attending_to_the_source_and_target_mixing_run():
+    task = toy_task()
+    model = build_tiny_model(task, compress_attend_source=True, target_mix_updates=10).train()
+    model.set_num_updates(0)  # p = 1: every non-padding decoder input is the previous target token
+    batch = toy_batch(task, [5, 9])
+    assert model._mix_probability() == 1.0
+    out = model(**batch)
+    assert out.logits.shape == (2, 16, len(task.target_dictionary))
+    x = torch.zeros(2, 16, model.cfg.encoder_embed_dim)
+    mixed = model._mix_targets(x, batch["prev_output_tokens"])
+    prev = torch.nn.functional.pad(batch["prev_output_tokens"], (0, 16 - 9), value=1)
+    real = prev.ne(1)
+    emb = model.decoder.embed_tokens(prev) * model.cfg.encoder_embed_dim**0.5
+    torch.testing.assert_close(mixed[real], emb[real])
+    assert mixed[~real].abs().sum() == 0
+    model.set_num_updates(10)
+    assert model._mix_probability() == 0.0 and not model._mixing()
+
+
+def test_target_mixing_with_full_self_attention_is_refused():
+    import pytest as _pytest
+
+    from fairseq_vqlatent import VQLatentError
+
+    with _pytest.raises(VQLatentError, match="use causal"):
+        build_tiny_model(decoder_self_attention="full", target_mix_updates=100)
+
+
+def test_full_self_attention_decoder_runs():
+    task = toy_task()
+    model = build_tiny_model(task, decoder_self_attention="full").eval()
+    out = model(**toy_batch(task, [5, 9]))
+    assert not model.decoder.causal and torch.isfinite(out.logits).all()
