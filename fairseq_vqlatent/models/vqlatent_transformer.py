@@ -138,7 +138,13 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         self.cfg = cfg
         self.compressor = compressor
         dim, code_dim = cfg.encoder_embed_dim, cfg.code_dim or cfg.encoder_embed_dim
-        self.to_code_space = nn.Linear(dim, code_dim) if code_dim != dim else nn.Identity()
+        # A fresh projection has a small, drifting scale, which flattens the soft-EM posterior
+        # softmax(-||z - e||^2); the LayerNorm fixes the scale of the code space.
+        self.to_code_space = (
+            nn.Sequential(nn.Linear(dim, code_dim), nn.LayerNorm(code_dim, elementwise_affine=False))
+            if code_dim != dim
+            else nn.Identity()
+        )
         self.from_code_space = nn.Linear(code_dim, dim) if code_dim != dim else nn.Identity()
         self.bottleneck = bottleneck
         self.decompressor = decompressor
