@@ -20,7 +20,7 @@ banner "training vqlatent_transformer_small for up to $MINUTES CPU-minutes (log:
 # A finished or interrupted run resumes from $WORK/checkpoints/checkpoint_last.pt.
 fairseq-train "$WORK/data/bin" --user-dir "$USER_DIR" --task translation_vqlatent \
   --arch vqlatent_transformer_small --criterion vqlatent_loss --share-all-embeddings \
-  --ema-decay 0.99 --dead-code-threshold 0.3 --dropout 0.2 --label-smoothing 0.1 \
+  --bottleneck vq --ema-decay 0.99 --dead-code-threshold 0.3 --dropout 0.2 --label-smoothing 0.1 \
   --optimizer adam --adam-betas '(0.9, 0.98)' --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 500 \
   --max-tokens 4096 --stop-time-hours "$(python -c "print($MINUTES / 60)")" --max-epoch 100 \
   --cpu --num-workers 0 --save-dir "$WORK/checkpoints" --keep-last-epochs 1 \
