@@ -38,7 +38,7 @@ n_src=$(wc -l < "$CORPUS/test_2016_flickr.en"); n_hyp=$(wc -l < "$WORK/test.hyp"
 [ "$n_src" -eq "$n_hyp" ] || { echo "error: $n_hyp hypotheses for $n_src test sentences" >&2; exit 1; }
 
 banner "examples"
-paste "$CORPUS/test_2016_flickr.en" "$CORPUS/test_2016_flickr.de" "$WORK/test.hyp" | head -5 |
+paste <(head -5 "$CORPUS/test_2016_flickr.en") <(head -5 "$CORPUS/test_2016_flickr.de") <(head -5 "$WORK/test.hyp") |
   awk -F'\t' '{print "SRC  " $1; print "REF  " $2; print "HYP  " $3; print ""}'
 
 banner "BLEU (sacreBLEU, detokenized, test_2016_flickr, $n_hyp sentences)"
