@@ -45,7 +45,7 @@ def report(counts: torch.Tensor, lengths: collections.Counter, top: int) -> str:
         f"latent positions   {total}",
         f"code perplexity    {code_perplexity(counts):.1f}",
         f"distinct codes     {used} of {len(counts)} ({100.0 * used / len(counts):.1f}%)",
-        f"most frequent codes (code: count, share):",
+        "most frequent codes (code: count, share):",
     ]
     values, codes = counts.topk(min(top, len(counts)))
     for c, v in zip(codes.tolist(), values.tolist()):
@@ -66,7 +66,6 @@ def main(argv=None) -> None:
     parser.add_argument("--max-tokens", type=int, default=8000, help="batch size in tokens")
     args = parser.parse_args(argv)
 
-    import fairseq_vqlatent  # noqa: F401  (registers the task, model and safe globals)
     from fairseq import checkpoint_utils
 
     from .errors import VQLatentError
