@@ -78,9 +78,9 @@ def toy_batch(task, lengths, src_len: int = 7, seed: int = 0):
     return dict(src_tokens=src, src_lengths=torch.full((B,), src_len), prev_output_tokens=prev, target=target)
 
 
-def run(cmd, check=True, input=None, timeout=600):
-    """Run a CLI with this interpreter's scripts first on PATH; returns the CompletedProcess."""
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1")
+def run(cmd, check=True, input=None, timeout=600, env=None):
+    """Run a CLI with this interpreter's scripts first on PATH (and `env` added); returns the CompletedProcess."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1", **(env or {}))
     proc = subprocess.run(
         [str(c) for c in cmd], cwd=REPO, env=env, input=input, capture_output=True, text=True, timeout=timeout
     )
@@ -105,7 +105,7 @@ def slice_data(tmp_path_factory, corpus_dir) -> Path:
     """Multi30k: 2,000 training pairs, full valid and test, sentencepiece 1,000, binarised."""
     out = tmp_path_factory.mktemp("m30k-slice")
     run(["bash", REPO / "data-prep" / "prepare-multi30k.sh", "--from", corpus_dir, out,
-         "--max-lines", "2000", "--vocab-size", "1000"])
+         "--max-lines", "2000", "--spm", "--vocab-size", "1000"])
     return out
 
 

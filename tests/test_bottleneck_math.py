@@ -10,9 +10,11 @@ from fairseq_vqlatent.modules.bottlenecks import build_bottleneck
 from fairseq_vqlatent.modules.bottlenecks.ema_codebook import EMACodebook, laplace_smoothed
 
 
-def bottleneck(name, K=8, D=4, decay=0.0, eps=1e-9, samples=10, init="random"):
+def bottleneck(name, K=8, D=4, decay=0.0, eps=1e-9, samples=10, init="random", dead=0.0):
     cfg = SimpleNamespace(codebook_size=K, num_samples=samples, ema_decay=decay, ema_epsilon=eps,
-                          commitment_beta=0.25, codebook_init=init)
+                          commitment_beta=0.25, codebook_init=init, dead_code_threshold=dead,
+                          temperature_start=2.0, temperature_end=0.1, anneal_updates=100, semhash_noise=1.0,
+                          gmvq_gamma=1.0, gmvq_beta=1.0, gmvq_sigma=1.0)
     torch.manual_seed(0)
     return build_bottleneck(name, D, cfg)
 

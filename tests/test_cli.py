@@ -48,7 +48,7 @@ def test_resume_continues_the_update_count_and_eval_bleu_decodes(trained, tmp_pa
 
 
 def test_interactive_translates_stdin(trained):
-    lines = (trained.data / "raw" / "test.en").read_text().splitlines()[:3]
+    lines = (trained.data / "sub" / "test.en").read_text().splitlines()[:3]
     proc = run(["fairseq-interactive", trained.data / "bin", *INTERACTIVE, "--path", trained.save / "checkpoint_last.pt",
                 "--buffer-size", "3", "--batch-size", "3"], input="\n".join(lines) + "\n")
     assert len(hypotheses(proc.stdout)) == 3

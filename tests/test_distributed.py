@@ -28,28 +28,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def worker(rank, world, port, name, init, out_dir):
+def worker(rank, world, port, name, init, dead, out_dir):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        torch.manual_seed(1234 + rank)  # different sampling / k-means seeds: sync must not rely on luck
-        bn = bottleneck(name, K=8, D=4, decay=0.8, init=init).train()
+        torch.manual_seed(0)  # the same parameters on both workers, as fairseq's DDP makes them
+        bn = bottleneck(name, K=8, D=4, decay=0.8, init=init, dead=dead).train()
         if init == "random":  # start from the same codebook
-            torch.manual_seed(0)
-            bn.codebook.embed.copy_(torch.randn(8, 4))
-            bn.codebook.ema_sum.copy_(bn.codebook.embed)
-        history = []
+            bn.codebook._set_codes(torch.arange(8), torch.randn(8, 4))
+        torch.manual_seed(1234 + rank)  # different sampling / k-means seeds: sync must not rely on luck
+        history, reseeded = [], 0
         for step in range(STEPS):
             bn.learn_from_batch = not (rank == 1 and step == 2)  # a dummy batch on worker 1
-            bn(*batches(rank, step))
-            history.append(bn.codebook.embed.clone())
-        torch.save(torch.stack(history), os.path.join(out_dir, f"{rank}.pt"))
+            reseeded += bn(*batches(rank, step)).reseeded_codes
+            history.append(bn.codebook.embed.detach().clone())
+        torch.save((torch.stack(history), reseeded), os.path.join(out_dir, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-def run_workers(tmp_path, name, init):
-    mp.spawn(worker, args=(2, free_port(), name, init, str(tmp_path)), nprocs=2, join=True)
-    return [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+def run_workers(tmp_path, name, init, dead=0.0, with_reseeded=False):
+    mp.spawn(worker, args=(2, free_port(), name, init, dead, str(tmp_path)), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+    return results if with_reseeded else [history for history, _ in results]
 
 
 @pytest.mark.parametrize("name", ["vq", "soft_em"])
@@ -61,10 +61,9 @@ def test_workers_hold_identical_codebooks_after_every_update(tmp_path, name):
 
 def test_two_workers_equal_one_worker_on_both_batches(tmp_path):
     h0, _ = run_workers(tmp_path, "vq", "random")
-    bn = bottleneck("vq", K=8, D=4, decay=0.8).train()
     torch.manual_seed(0)
-    bn.codebook.embed.copy_(torch.randn(8, 4))
-    bn.codebook.ema_sum.copy_(bn.codebook.embed)
+    bn = bottleneck("vq", K=8, D=4, decay=0.8).train()
+    bn.codebook._set_codes(torch.arange(8), torch.randn(8, 4))
     for step in range(STEPS):
         parts = [batches(0, step)] + ([] if step == 2 else [batches(1, step)])  # worker 1's dummy batch
         z = torch.cat([p[0] for p in parts])
@@ -76,3 +75,11 @@ def test_two_workers_equal_one_worker_on_both_batches(tmp_path):
 def test_kmeans_init_is_identical_on_both_workers(tmp_path):
     h0, h1 = run_workers(tmp_path, "vq", "kmeans")
     assert torch.equal(h0, h1)
+
+
+@pytest.mark.parametrize("name", ["vq", "soft_em", "gumbel", "gmvq"])
+def test_kmeans_init_and_reseeding_are_identical_on_both_workers(tmp_path, name):
+    """Every codebook bottleneck: k-means seeds and re-seeded codes come from worker 0."""
+    (h0, r0), (h1, r1) = run_workers(tmp_path, name, "kmeans", dead=0.7, with_reseeded=True)
+    assert torch.equal(h0, h1)
+    assert r0 == r1 > 0  # re-seeding happened, the same on both

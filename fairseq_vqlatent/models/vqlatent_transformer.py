@@ -82,6 +82,17 @@ class VQLatentTransformerConfig(FairseqDataclass):
     ema_decay: float = field(default=0.999, metadata={"help": "EMA decay of codebook statistics"})
     ema_epsilon: float = field(default=1e-5, metadata={"help": "Laplace smoothing of EMA counts"})
     commitment_beta: float = field(default=0.25, metadata={"help": "weight of the commitment loss"})
+    temperature_start: float = field(default=2.0, metadata={"help": "gumbel, gmvq: Gumbel-softmax temperature at update 0"})
+    temperature_end: float = field(default=0.1, metadata={"help": "gumbel, gmvq: temperature from --anneal-updates on"})
+    anneal_updates: int = field(
+        default=20000,
+        metadata={"help": "gumbel, gmvq: updates over which the temperature falls (geometrically); "
+                  "semhash: over which the share of soft bits falls from 0.5 to 0 (linearly)"},
+    )
+    semhash_noise: float = field(default=1.0, metadata={"help": "semhash: std of the noise added before the bits"})
+    gmvq_gamma: float = field(default=1.0, metadata={"help": "gmvq: weight of the latent regularisation ||z - mu_c||^2"})
+    gmvq_beta: float = field(default=1.0, metadata={"help": "gmvq: weight of KL(aggregated posterior || uniform)"})
+    gmvq_sigma: float = field(default=1.0, metadata={"help": "gmvq: the generative model's scale sigma (adaptive noise)"})
     decoder_self_attention: ChoiceEnum(["causal", "full"]) = field(
         default="causal", metadata={"help": "self-attention of the one-shot output decoder"}
     )

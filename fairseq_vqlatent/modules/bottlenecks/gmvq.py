@@ -1,0 +1,98 @@
+"""Gaussian-mixture vector quantization trained with the aggregated-posterior
+bound, ALBO (the second paper in ../shared/papers; its first use for translation).
+
+A head on z_e emits a proxy z^ and raw weights w~, w = softplus(w~) [N, D]:
+
+    logits_k = -sum_d w_d (z^_d - mu_k,d)^2         q(c | x) = softmax(logits)
+    c ~ Gumbel-softmax(logits, tau), tau annealed 2.0 -> 0.1 (straight-through one-hot)
+    sigma_c^2 = ||z^ - mu_c||^2 / (2 sigma^2 D)     (adaptive: small when z^ sits on its code)
+    z = mu_c + sigma_c * eps  in training,   z = mu_argmax  at eval
+    loss = gamma * ||z - mu_c||^2 + beta * KL(q_bar || uniform)
+
+q_bar is q averaged over the batch's non-padding latents: the aggregated
+posterior, which spreads usage over the codebook without the per-position
+entropy term (deliberately absent, it fights the Gumbel estimator). No EMA and
+no commitment loss: the means mu are a parameter, k-means-initialised on z^.
+Losses follow the package's conventions: squared distances are averaged over
+dimensions and summed over latents, and the KL counts once per latent.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Bottleneck, BottleneckOutput, full_precision, register_bottleneck, scatter_positions
+from .learned_codebook import LearnedCodebook
+from .schedules import geometric_anneal
+
+
+def weighted_distance_logits(z_hat: Tensor, weights: Tensor, means: Tensor) -> Tensor:
+    """-sum_d w_d (z^_d - mu_kd)^2 for z^, w [N, D] and means [K, D] -> [N, K], without an [N, K, D] tensor."""
+    return -(
+        (weights * z_hat.pow(2)).sum(-1, keepdim=True)
+        - 2.0 * (weights * z_hat) @ means.t()
+        + weights @ means.pow(2).t()
+    )
+
+
+def kl_to_uniform(q_bar: Tensor) -> Tensor:
+    """KL(q_bar || uniform) = sum_k q_k log(K q_k)."""
+    return (q_bar * (q_bar.clamp_min(1e-12).log() + math.log(q_bar.numel()))).sum()
+
+
+@register_bottleneck("gmvq")
+class GaussianMixtureBottleneck(Bottleneck):
+    def __init__(self, dim: int, cfg):
+        super().__init__()
+        self.num_codes, self.dim = cfg.codebook_size, dim
+        self.head = nn.Linear(dim, 2 * dim)  # -> z^, w~
+        self.codebook = LearnedCodebook.from_config(cfg, dim)  # the means mu
+        self.gamma, self.beta, self.sigma2 = cfg.gmvq_gamma, cfg.gmvq_beta, cfg.gmvq_sigma**2
+        self.tau_start, self.tau_end, self.anneal_updates = cfg.temperature_start, cfg.temperature_end, cfg.anneal_updates
+        self.temperature = self.tau_start
+
+    def set_num_updates(self, num_updates: int) -> None:
+        self.temperature = geometric_anneal(self.tau_start, self.tau_end, num_updates, self.anneal_updates)
+
+    def posterior_logits(self, z: Tensor):
+        """z [N, D] -> z^ [N, D], logits [N, K] (fp32)."""
+        z_hat, raw_weights = self.head(z).float().chunk(2, dim=-1)
+        return z_hat, weighted_distance_logits(z_hat, F.softplus(raw_weights), self.codebook.embed.float())
+
+    def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
+        z = z_e[~padding_mask]  # [N, D]
+        with full_precision(z):
+            if self.training:
+                z_hat = self.head(z).float().chunk(2, dim=-1)[0].detach()
+                # Before the means enter this step's graph: both write the parameter in place.
+                self.codebook.maybe_initialize(z_hat, contribute=self.learn_from_batch)
+                self.codebook.reseed_dead_codes(z_hat if self.learn_from_batch else z_hat[:0])
+            z_hat, logits = self.posterior_logits(z)
+            q = logits.softmax(-1)  # [N, K]
+            means = self.codebook.embed.float()
+            if self.training:
+                y = F.gumbel_softmax(logits, tau=self.temperature, hard=True)  # one-hot, soft gradients
+                codes = y.argmax(-1)
+                mu_c = y @ means  # [N, D]
+                sigma_c = ((z_hat - mu_c).pow(2).sum(-1, keepdim=True) / (2 * self.sigma2 * self.dim)).sqrt()
+                z_q = mu_c + sigma_c * torch.randn_like(mu_c)
+                self.codebook.count_usage(y.detach(), contribute=self.learn_from_batch)
+            else:
+                codes = logits.argmax(-1)
+                mu_c = z_q = means[codes]
+            latent_reg = (z_q - mu_c).pow(2).mean(-1).sum()
+            kl = kl_to_uniform(q.mean(0)) * len(z) if len(z) > 0 else q.new_zeros(())
+            loss = self.gamma * latent_reg + self.beta * kl
+        return BottleneckOutput(
+            z_q=scatter_positions(z_q.to(z.dtype), padding_mask),
+            codes=scatter_positions(codes, padding_mask),
+            code_targets=scatter_positions(q.detach(), padding_mask),
+            loss=loss,
+            dead_codes=self.codebook.num_dead_codes(),
+            reseeded_codes=self.codebook.last_reseeded if self.training else 0,
+        )
+
+    def embed_codes(self, codes: Tensor) -> Tensor:
+        return self.codebook.lookup(codes)

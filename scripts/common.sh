@@ -1,0 +1,48 @@
+# Helpers shared by the stage scripts; sourced, not run.
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+USER_DIR="$REPO/fairseq_vqlatent"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc 2>/dev/null || echo 2)}
+
+die() { echo "error: $*" >&2; exit 1; }
+step() { echo "== $*"; }
+count_lines() { awk 'END { print NR }' "$1"; }
+
+# --cpu unless torch sees a GPU; the same scripts run on laptops and clusters.
+device_flags() {
+  if python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    echo ""
+  else
+    echo "--cpu"
+  fi
+}
+
+# hours MINUTES: fairseq's --stop-time-hours takes hours.
+hours() { python3 -c "print($1 / 60)"; }
+
+# best_checkpoint SAVE_DIR: checkpoint_best.pt (lowest valid loss), else checkpoint_last.pt.
+best_checkpoint() {
+  local d=$1
+  if [ -s "$d/checkpoint_best.pt" ]; then echo "$d/checkpoint_best.pt"
+  elif [ -s "$d/checkpoint_last.pt" ]; then echo "$d/checkpoint_last.pt"
+  else die "no checkpoint in $d"; fi
+}
+
+# run_fairseq_train DATA SAVE_DIR ARGS...: resumable training with a completion marker.
+# An interrupted run resumes from SAVE_DIR/checkpoint_last.pt; --stop-time-hours
+# counts the time of earlier runs too, so resuming never exceeds the budget.
+run_fairseq_train() {
+  local data=$1 save=$2; shift 2
+  [ -s "$data/dict.en.txt" ] || die "no fairseq data in $data (run data-prep first)"
+  if [ -e "$save/.done" ]; then
+    step "training in $save finished earlier, skipped (delete $save/.done to train on)"
+    return
+  fi
+  mkdir -p "$save"
+  [ -e "$save/checkpoint_last.pt" ] && step "resuming from $save/checkpoint_last.pt"
+  # shellcheck disable=SC2046
+  fairseq-train "$data" --user-dir "$USER_DIR" --save-dir "$save" $(device_flags) \
+    --num-workers 0 --log-format simple --log-interval 50 --no-progress-bar \
+    --no-epoch-checkpoints "$@" || die "fairseq-train failed"
+  [ -s "$save/checkpoint_last.pt" ] || die "fairseq-train wrote no checkpoint to $save"
+  touch "$save/.done"
+}

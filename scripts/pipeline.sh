@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Every stage from raw corpus to a BLEU and latency table:
+#   data -> teacher -> distillation -> latent model -> evaluation (3 systems) -> table
+#
+#   scripts/pipeline.sh CORPUS [options]        CORPUS: multi30k or wmt14
+#
+#   --corpus-dir DIR       local corpus (repeatable for wmt14: train dir, then dev/test dir);
+#                          without it, the official release is downloaded
+#   --work DIR             where everything goes (default work/CORPUS)
+#   --full                 the full budgets below instead of the demo budgets
+#   --teacher-minutes M    --teacher-updates N    (env TEACHER_MINUTES, TEACHER_UPDATES)
+#   --latent-minutes M     --latent-updates N     (env LATENT_MINUTES, LATENT_UPDATES)
+#   --max-lines N          cap the training pairs (env MAX_LINES; smoke tests)
+#   --max-eval-lines N     cap valid/test (multi30k only; env MAX_EVAL_LINES; smoke tests)
+#   --bpe-merges N         (env BPE_MERGES)
+#   --examples N           example translations to show (default 5)
+#
+# Budgets (a training stops at whichever of minutes/updates comes first; 0 = no limit):
+#   multi30k demo: teacher 8 min, latent 10 min      multi30k --full: 20k / 30k updates
+#   wmt14:         teacher 100k, latent 200k updates (a GPU cluster's job)
+# Resumable: a finished stage is skipped, an interrupted training resumes from its
+# checkpoint. Each stage logs to WORK/logs/STAGE.log.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+CORPUS=${1:-}; [ -n "$CORPUS" ] || usage; shift
+case "$CORPUS" in multi30k|wmt14) ;; -h|--help) usage ;; *) die "unknown corpus '$CORPUS' (multi30k or wmt14)" ;; esac
+CORPUS_DIRS=() WORK=work/$CORPUS FULL=0 EXAMPLES=5
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --corpus-dir) CORPUS_DIRS+=("${2:?}"); shift 2 ;;
+    --work) WORK=${2:?}; shift 2 ;;
+    --full) FULL=1; shift ;;
+    --teacher-minutes) TEACHER_MINUTES=${2:?}; shift 2 ;;
+    --teacher-updates) TEACHER_UPDATES=${2:?}; shift 2 ;;
+    --latent-minutes) LATENT_MINUTES=${2:?}; shift 2 ;;
+    --latent-updates) LATENT_UPDATES=${2:?}; shift 2 ;;
+    --max-lines) MAX_LINES=${2:?}; shift 2 ;;
+    --max-eval-lines) MAX_EVAL_LINES=${2:?}; shift 2 ;;
+    --bpe-merges) BPE_MERGES=${2:?}; shift 2 ;;
+    --examples) EXAMPLES=${2:?}; shift 2 ;;
+    -h|--help) usage ;;
+    *) echo "unknown option $1" >&2; usage ;;
+  esac
+done
+
+if [ "$CORPUS" = multi30k ] && [ "$FULL" = 0 ]; then
+  : "${TEACHER_MINUTES:=8}" "${TEACHER_UPDATES:=0}" "${LATENT_MINUTES:=10}" "${LATENT_UPDATES:=0}"
+elif [ "$CORPUS" = multi30k ]; then
+  : "${TEACHER_MINUTES:=0}" "${TEACHER_UPDATES:=20000}" "${LATENT_MINUTES:=0}" "${LATENT_UPDATES:=30000}"
+else
+  : "${TEACHER_MINUTES:=0}" "${TEACHER_UPDATES:=100000}" "${LATENT_MINUTES:=0}" "${LATENT_UPDATES:=200000}"
+fi
+: "${MAX_LINES:=0}" "${MAX_EVAL_LINES:=0}"
+[ "$CORPUS" = multi30k ] && : "${BPE_MERGES:=10000}"
+[ "$CORPUS" = wmt14 ] && : "${BPE_MERGES:=40000}"
+
+mkdir -p "$WORK/logs"
+WORK=$(cd "$WORK" && pwd)
+LOGS=$WORK/logs TIMES=$WORK/logs/stage-times.tsv
+START=$(date +%s) STAGE_NO=0 STAGES=7
+: > "$TIMES"
+
+elapsed() { local s=$(( $(date +%s) - $1 )); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
+
+# stage NAME DONE_FILE CMD...: run CMD with its output in LOGS/NAME.log, unless DONE_FILE exists.
+stage() {
+  local name=$1 done_file=$2 t0; shift 2
+  STAGE_NO=$((STAGE_NO + 1))
+  if [ -e "$done_file" ]; then
+    echo "=== [$STAGE_NO/$STAGES] $name: finished earlier, skipped"
+    printf '%s\tskipped (took %s when it ran)\n' "$name" "$(cat "$LOGS/$name.time" 2>/dev/null || echo '?')" >> "$TIMES"
+    return
+  fi
+  echo "=== [$STAGE_NO/$STAGES] $name ($(date +%H:%M:%S), $(elapsed "$START") into the pipeline; log: $LOGS/$name.log)"
+  t0=$(date +%s)
+  if ! "$@" > "$LOGS/$name.log" 2>&1; then
+    tail -15 "$LOGS/$name.log" >&2
+    die "stage '$name' failed after $(elapsed "$t0") (log: $LOGS/$name.log); rerun the same command to resume"
+  fi
+  [ -e "$done_file" ] || die "stage '$name' ended without writing $done_file (log: $LOGS/$name.log)"
+  elapsed "$t0" > "$LOGS/$name.time"
+  printf '%s\t%s\n' "$name" "$(elapsed "$t0")" >> "$TIMES"
+  echo "    done in $(elapsed "$t0")"
+}
+
+DATA=$WORK/data
+FROM=()
+for d in "${CORPUS_DIRS[@]}"; do FROM+=(--from "$d"); done
+if [ "$CORPUS" = multi30k ]; then
+  stage data "$DATA/bin/subword-scheme" bash "$REPO/data-prep/prepare-multi30k.sh" "$DATA" "${FROM[@]}" \
+    --bpe-merges "$BPE_MERGES" --max-lines "$MAX_LINES" --max-eval-lines "$MAX_EVAL_LINES"
+else
+  stage data "$DATA/bin/subword-scheme" bash "$REPO/data-prep/prepare-wmt14en2de.sh" "$DATA" "${FROM[@]}" \
+    --bpe-merges "$BPE_MERGES" --max-lines "$MAX_LINES"
+fi
+grep -h "kept\|data ready" "$LOGS/data.log" 2>/dev/null | sed 's/^ */    /' || true
+
+stage teacher "$WORK/teacher/.done" bash "$REPO/scripts/train-teacher.sh" "$DATA/bin" "$WORK/teacher" \
+  --size "$CORPUS" --max-update "$TEACHER_UPDATES" --minutes "$TEACHER_MINUTES"
+grep "| valid on" "$LOGS/teacher.log" 2>/dev/null | tail -1 | sed 's/.*| valid on/    teacher valid:/' || true
+TEACHER=$(best_checkpoint "$WORK/teacher")
+
+stage distill "$WORK/distilled/bin/.done" bash "$REPO/scripts/distill.sh" "$TEACHER" "$DATA" "$WORK/distilled" --beam 4
+grep -h "keep their reference\|corpus ready" "$LOGS/distill.log" 2>/dev/null | sed 's/^ */    /' || true
+
+stage latent "$WORK/latent/.done" bash "$REPO/scripts/train-vqlatent.sh" "$WORK/distilled/bin" "$WORK/latent" \
+  --size "$CORPUS" --max-update "$LATENT_UPDATES" --minutes "$LATENT_MINUTES"
+grep "| valid on" "$LOGS/latent.log" 2>/dev/null | tail -1 | sed 's/.*| valid on/    latent valid:/' || true
+LATENT=$(best_checkpoint "$WORK/latent")
+
+# Latency is measured at batch size 1, one system after the other, on this machine.
+LEN=(--max-len-a 1.2 --max-len-b 10)
+stage eval-teacher-beam4 "$WORK/eval/teacher-beam4/result.json" bash "$REPO/scripts/evaluate.sh" \
+  "$TEACHER" "$DATA" "$WORK/eval/teacher-beam4" --task translation -- --beam 4 "${LEN[@]}"
+stage eval-teacher-greedy "$WORK/eval/teacher-greedy/result.json" bash "$REPO/scripts/evaluate.sh" \
+  "$TEACHER" "$DATA" "$WORK/eval/teacher-greedy" --task translation -- --beam 1 "${LEN[@]}"
+stage eval-latent "$WORK/eval/latent/result.json" bash "$REPO/scripts/evaluate.sh" \
+  "$LATENT" "$DATA" "$WORK/eval/latent" --task translation_vqlatent
+
+echo
+echo "=== examples (test set)"
+paste "$DATA/orig/test.en" "$DATA/orig/test.de" "$WORK/eval/teacher-beam4/hyp.txt" "$WORK/eval/latent/hyp.txt" \
+  | awk -F'\t' -v n="$EXAMPLES" 'NR <= n { print "SRC      " $1; print "REF      " $2; print "TEACHER  " $3; print "LATENT   " $4; print "" }'
+
+echo "=== results: $CORPUS, $(basename "$TEACHER") of the teacher, $(basename "$LATENT") of the latent model"
+python3 "$REPO/scripts/results_table.py" \
+  "teacher, beam 4=$WORK/eval/teacher-beam4/result.json" \
+  "teacher, greedy=$WORK/eval/teacher-greedy/result.json" \
+  "latent codes (one-shot decoder)=$WORK/eval/latent/result.json" | tee "$WORK/results.md"
+
+echo
+echo "=== wall time per stage (this invocation)"
+awk -F'\t' '{ printf "  %-22s %s\n", $1, $2 }' "$TIMES"
+echo "  total                  $(elapsed "$START")"

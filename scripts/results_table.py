@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Print the pipeline's result table (Markdown) from evaluate.sh's result.json files.
+
+    results_table.py "LABEL=DIR/result.json" ...
+
+The first row is the baseline: speed-up is its latency over each row's, all
+measured in the same run on the same machine.
+"""
+
+import json
+import sys
+
+
+def main(argv) -> int:
+    rows = []
+    for arg in argv:
+        label, _, path = arg.partition("=")
+        with open(path, encoding="utf-8") as f:
+            rows.append((label, json.load(f)))
+    if not rows:
+        print(__doc__, file=sys.stderr)
+        return 2
+    base_ms = rows[0][1].get("ms_per_sentence")
+    batch = rows[0][1].get("batch_size")
+    print(f"| system | sacreBLEU | tok. BLEU (compound split) | ms / sentence (batch {batch}) | speed-up |")
+    print("|---|---:|---:|---:|---:|")
+    for label, r in rows:
+        ms = r.get("ms_per_sentence")
+        speedup = f"{base_ms / ms:.2f}x" if ms and base_ms else "-"
+        print(f"| {label} | {r['bleu']:.2f} | {r['tok_bleu']:.2f} | {ms if ms is not None else '-'} | {speedup} |")
+    first = rows[0][1]
+    print(f"\n{first['sentences']} test sentences; sacreBLEU {first['bleu_signature']}; "
+          f"latency from fairseq-generate's timer on {first.get('device', 'this machine')}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,137 @@
+"""scripts/: the whole pipeline on a 1,000-pair Multi30k slice, distillation's
+line alignment, resuming, and the stage scripts' errors."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import REPO, run
+
+SYSTEMS = ("teacher-beam4", "teacher-greedy", "latent")
+EVAL_LINES = 100
+PIPELINE = ["bash", REPO / "scripts" / "pipeline.sh", "multi30k", "--max-lines", "1000",
+            "--max-eval-lines", str(EVAL_LINES), "--bpe-merges", "1000", "--teacher-updates", "20",
+            "--latent-updates", "20", "--examples", "2"]
+
+
+def lines(path: Path) -> list:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, corpus_dir):
+    work = tmp_path_factory.mktemp("pipeline")
+    proc = run([*PIPELINE, "--corpus-dir", corpus_dir, "--work", work])
+    return SimpleNamespace(work=work, out=proc.stdout, corpus=corpus_dir)
+
+
+def test_pipeline_prints_the_three_system_table(pipeline):
+    rows = re.findall(r"^\| (teacher, beam 4|teacher, greedy|latent codes \(one-shot decoder\)) \| ([\d.]+) \| "
+                      r"([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|$", pipeline.out, re.M)
+    assert [r[0] for r in rows] == ["teacher, beam 4", "teacher, greedy", "latent codes (one-shot decoder)"], pipeline.out
+    assert rows[0][4] == "1.00"  # the baseline is its own reference
+    assert f"{EVAL_LINES} test sentences; sacreBLEU nrefs:1|" in pipeline.out
+    assert (pipeline.work / "results.md").read_text().count("\n| ") == 3  # the three rows under the header
+
+
+def test_every_stage_has_a_banner_a_log_and_a_wall_time(pipeline):
+    stages = ["data", "teacher", "distill", "latent", "eval-teacher-beam4", "eval-teacher-greedy", "eval-latent"]
+    for i, name in enumerate(stages, 1):
+        assert re.search(rf"=== \[{i}/7\] {name} \(\d\d:\d\d:\d\d, \d+m\d\ds into the pipeline", pipeline.out)
+        assert (pipeline.work / "logs" / f"{name}.log").stat().st_size > 0
+        assert re.search(rf"^  {name} +\d+m\d\ds$", pipeline.out, re.M), name
+    assert pipeline.out.count("\nSRC      ") == 2 and "LATENT   " in pipeline.out
+
+
+def test_each_system_translates_every_test_sentence_at_batch_size_1(pipeline):
+    for system in SYSTEMS:
+        result = json.loads((pipeline.work / "eval" / system / "result.json").read_text())
+        assert result["sentences"] == EVAL_LINES and result["batch_size"] == 1
+        assert result["ms_per_sentence"] > 0
+        assert result["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+        assert len(lines(pipeline.work / "eval" / system / "hyp.txt")) == EVAL_LINES
+
+
+def test_distilled_corpus_is_line_aligned_with_the_source(pipeline):
+    data, distilled = pipeline.work / "data", pipeline.work / "distilled"
+    assert lines(distilled / "text" / "train.en") == lines(data / "sub" / "train.clean.en")
+    assert len(lines(distilled / "text" / "train.de")) == len(lines(data / "sub" / "train.clean.en"))
+    from fairseq.data import Dictionary, data_utils
+    d = Dictionary.load(str(distilled / "bin" / "dict.de.txt"))
+    assert (distilled / "bin" / "dict.de.txt").read_bytes() == (data / "bin" / "dict.de.txt").read_bytes()
+    assert len(data_utils.load_indexed_dataset(str(distilled / "bin" / "train.en-de.de"), d)) == 1000
+    # validation and test keep their human references
+    assert (distilled / "bin" / "test.en-de.de.bin").read_bytes() == (data / "bin" / "test.en-de.de.bin").read_bytes()
+
+
+def test_over_long_sources_fall_back_to_their_reference(pipeline, tmp_path):
+    """With room for 12 source tokens, longer sentences cannot be decoded: they keep their reference."""
+    data = pipeline.work / "data"
+    proc = run(["bash", REPO / "scripts" / "distill.sh", pipeline.work / "teacher" / "checkpoint_best.pt", data,
+                tmp_path / "d", "--", "--max-source-positions", "12"])
+    src, ref = lines(data / "sub" / "train.clean.en"), lines(data / "sub" / "train.clean.de")
+    out = lines(tmp_path / "d" / "text" / "train.de")
+    too_long = [i for i, s in enumerate(src) if len(s.split()) + 1 > 12]  # + EOS
+    assert 0 < len(too_long) < len(src)
+    assert len(out) == len(src)
+    assert all(out[i] == ref[i] for i in too_long)
+    assert re.search(rf"{len(too_long)} of {len(src)} sentences had no usable hypothesis", proc.stdout), proc.stdout
+
+
+def test_rerun_skips_finished_stages_and_resumes_training(pipeline, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(pipeline.work, work)
+    proc = run([*PIPELINE, "--corpus-dir", pipeline.corpus, "--work", work])
+    assert proc.stdout.count("finished earlier, skipped") == 7, proc.stdout
+
+    # An unfinished latent training (no .done marker) resumes from its checkpoint.
+    (work / "latent" / ".done").unlink()
+    shutil.rmtree(work / "eval" / "latent")
+    proc = run([*PIPELINE[:-4], "--latent-updates", "25", "--examples", "2", "--corpus-dir", pipeline.corpus,
+                "--work", work])
+    assert proc.stdout.count("finished earlier, skipped") == 5, proc.stdout
+    log = (work / "logs" / "latent.log").read_text()
+    assert f"resuming from {work}/latent/checkpoint_last.pt" in log
+    assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ 20 updates\)", log), log[-2000:]
+    assert "num_updates 25" in log
+
+
+def test_collect_hypotheses_checks_ids_and_counts(tmp_path):
+    gen = tmp_path / "gen.out"
+    gen.write_text("S-1\tsrc\nH-1\t-0.5\tzwei\nH-0\t-0.1\teins\nD-0\t-0.1\teins\nH-2\t-0.3\t\n", encoding="utf-8")
+    script = ["python", REPO / "scripts" / "collect_hypotheses.py", gen, tmp_path / "out"]
+
+    proc = run([*script, "--count", "3"], check=False)
+    assert proc.returncode == 1 and "1 of 3 sentences have no hypothesis" in proc.stderr and "line 3" in proc.stderr
+
+    (tmp_path / "ref").write_text("a\nb\nc\n")
+    run([*script, "--count", "3", "--fallback", tmp_path / "ref"])
+    assert lines(tmp_path / "out") == ["eins", "zwei", "c"]
+
+    proc = run([*script, "--count", "2", "--fallback", tmp_path / "ref"], check=False)
+    assert proc.returncode == 1 and "ids up to 2 for 2 source lines" in proc.stderr
+
+
+@pytest.mark.parametrize("cmd, message", [
+    (["pipeline.sh", "europarl"], "error: unknown corpus 'europarl' (multi30k or wmt14)"),
+    (["distill.sh", "/nonexistent/checkpoint.pt", "/tmp", "/tmp/x"], "error: teacher checkpoint /nonexistent/checkpoint.pt not found"),
+    (["train-teacher.sh", "/nonexistent", "/tmp/x", "--max-update", "1"], "error: no fairseq data in /nonexistent"),
+    (["train-vqlatent.sh", "/tmp", "/tmp/x"], "error: give a budget"),
+    (["evaluate.sh", "/nonexistent.pt", "/tmp", "/tmp/x"], "error: checkpoint /nonexistent.pt not found"),
+])
+def test_stage_scripts_name_the_problem(cmd, message):
+    proc = run(["bash", REPO / "scripts" / cmd[0], *cmd[1:]], check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+
+
+def test_evaluating_a_latent_checkpoint_as_a_translation_model_is_refused(pipeline, tmp_path):
+    proc = run(["bash", REPO / "scripts" / "evaluate.sh", pipeline.work / "latent" / "checkpoint_best.pt",
+                pipeline.work / "data", tmp_path / "e", "--task", "translation"], check=False)
+    assert proc.returncode != 0
+    assert "translation_vqlatent" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "e" / "result.json").exists()
