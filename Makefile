@@ -2,6 +2,7 @@
 #                 (teacher, distillation, latent model, BLEU and latency table; ~30 CPU-minutes)
 # make benchmark: the same with the full budgets (scripts/pipeline.sh --full; meant for a GPU)
 # make test:      set up .venv and run the test suite
+# make bottlenecks: every bottleneck for the same budget on Multi30k (benchmarks/bottlenecks.py)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ WORK ?= work/demo
 # The shared corpus when it is there, else the official download.
 CORPUS_ARG = $(if $(wildcard $(CORPUS)/train.en),--corpus-dir $(CORPUS),)
 
-.PHONY: setup test demo benchmark clean
+.PHONY: setup test demo benchmark bottlenecks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,10 @@ demo: setup
 
 benchmark: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/pipeline.sh multi30k --full $(CORPUS_ARG) --work work/benchmark
+
+bottlenecks: setup
+	$(BIN)/pip install -q '.[benchmark]'
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/bottlenecks.py --corpus $(CORPUS) --work work/bottlenecks
 
 clean:
 	rm -rf $(VENV) work .pytest_cache

@@ -19,6 +19,6 @@ setup(
         "subword-nmt>=0.3.8",
         "sacremoses>=0.0.53",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7"], "benchmark": ["matplotlib>=3.5"]},
     license="MIT",
 )

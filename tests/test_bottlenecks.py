@@ -54,6 +54,8 @@ def test_output_shapes_and_prior_targets(name):
     torch.testing.assert_close(rows, torch.ones_like(rows))
     assert out.code_targets[mask].abs().sum() == 0 and out.codes[mask].abs().sum() == 0
     assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    if name in ("gumbel", "semhash"):  # no auxiliary loss of their own
+        assert out.loss == 0
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -267,3 +269,39 @@ def test_dead_codes_are_reseeded_from_encoder_outputs(name):
     assert reseeded[0] == 0 and sum(reseeded) == 7, reseeded  # once their usage fell below 0.5
     assert (bn.codebook.embed.data.float()[1:] - far[1:]).norm(dim=-1).min() > 1  # all moved
     assert bn.codebook.embed.data.float()[1:].abs().max() < 10  # onto (projected) encoder outputs
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_each_bottleneck_trains_and_decodes_inside_the_model(name):
+    """Criterion forward/backward, then one-shot generation, with the bottleneck in the real model."""
+    from conftest import build_tiny_model, toy_batch, toy_task
+    from fairseq_vqlatent.criterions.vqlatent_loss import VQLatentLoss
+    from fairseq_vqlatent.latent_generator import LatentGenerator
+
+    task = toy_task()
+    model = build_tiny_model(task, bottleneck=name, codebook_size=16, codebook_init="random").train()
+    batch = toy_batch(task, [9, 5, 12])
+    sample = {"id": torch.arange(3), "net_input": {k: batch[k] for k in ("src_tokens", "src_lengths", "prev_output_tokens")},
+              "target": batch["target"], "ntokens": int(batch["target"].ne(task.target_dictionary.pad()).sum())}
+    criterion = VQLatentLoss(task, label_smoothing=0.1, prior_weight=1.0, prior_start_updates=0)
+    loss, sample_size, log = criterion(model, sample)
+    loss.backward()
+    assert torch.isfinite(loss) and log["code_counts"].sum() == log["nlatents"] - 3  # minus the 3 end-of-latents
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.compressor.parameters())
+    model.eval()
+    gen = LatentGenerator([model], task.target_dictionary, max_len_a=1.0, max_len_b=5)
+    hypos = gen.generate([model], {"id": sample["id"], "net_input": {k: batch[k] for k in ("src_tokens", "src_lengths")}})
+    assert len(hypos) == 3 and all(len(h[0]["tokens"]) >= 1 for h in hypos)
+
+
+def test_gmvq_gradients_stay_finite_when_a_proxy_sits_on_its_code():
+    """k-means and re-seeding put codes exactly on encoder outputs: sqrt(0) must not give NaN."""
+    bn = make("gmvq", D=2).train()
+    z = torch.randn(1, 8, 2, requires_grad=True)
+    with torch.no_grad():
+        z_hat = bn.head(z[0]).chunk(2, -1)[0]
+    bn.codebook._set_codes(torch.arange(8), z_hat)
+    bn.set_num_updates(100)  # tau = 0.1: every position picks its own code
+    out = bn(z, torch.zeros(1, 8, dtype=torch.bool))
+    (out.z_q.sum() + out.loss).backward()
+    assert torch.isfinite(z.grad).all() and torch.isfinite(bn.codebook.embed.grad).all()

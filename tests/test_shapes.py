@@ -9,7 +9,7 @@ from fairseq_vqlatent.modules import latent_length
 
 
 @pytest.mark.parametrize("n_c", [1, 2, 3, 4])
-@pytest.mark.parametrize("bottleneck", ["vq", "soft_em"])
+@pytest.mark.parametrize("bottleneck", ["vq", "soft_em", "gumbel", "semhash", "gmvq"])
 def test_forward_shapes_for_every_compression(n_c, bottleneck):
     task = toy_task()
     model = build_tiny_model(task, compress_steps=n_c, bottleneck=bottleneck).train()

@@ -37,6 +37,14 @@ def weighted_distance_logits(z_hat: Tensor, weights: Tensor, means: Tensor) -> T
     )
 
 
+def adaptive_scale(z_hat: Tensor, mu_c: Tensor, sigma2: float) -> Tensor:
+    """sigma_c = sqrt(||z^ - mu_c||^2 / (2 sigma^2 D)) [N, 1]. The tiny offset keeps the
+    gradient of the square root finite where z^ sits exactly on its code (k-means
+    centres and re-seeded codes are encoder outputs)."""
+    sq = (z_hat - mu_c).pow(2).sum(-1, keepdim=True) / (2 * sigma2 * z_hat.size(-1))
+    return (sq + 1e-12).sqrt()
+
+
 def kl_to_uniform(q_bar: Tensor) -> Tensor:
     """KL(q_bar || uniform) = sum_k q_k log(K q_k)."""
     return (q_bar * (q_bar.clamp_min(1e-12).log() + math.log(q_bar.numel()))).sum()
@@ -76,7 +84,7 @@ class GaussianMixtureBottleneck(Bottleneck):
                 y = F.gumbel_softmax(logits, tau=self.temperature, hard=True)  # one-hot, soft gradients
                 codes = y.argmax(-1)
                 mu_c = y @ means  # [N, D]
-                sigma_c = ((z_hat - mu_c).pow(2).sum(-1, keepdim=True) / (2 * self.sigma2 * self.dim)).sqrt()
+                sigma_c = adaptive_scale(z_hat, mu_c, self.sigma2)
                 z_q = mu_c + sigma_c * torch.randn_like(mu_c)
                 self.codebook.count_usage(y.detach(), contribute=self.learn_from_batch)
             else:
