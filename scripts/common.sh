@@ -46,3 +46,30 @@ run_fairseq_train() {
   [ -s "$save/checkpoint_last.pt" ] || die "fairseq-train wrote no checkpoint to $save"
   touch "$save/.done"
 }
+
+# parse_training_args DATA_BIN SAVE_DIR [--size S] [--max-update N] [--minutes M] [-- EXTRA...]
+# sets DATA SAVE SIZE MAX_UPDATE MINUTES EXTRA for the train-*.sh scripts.
+parse_training_args() {
+  local usage="usage: $0 DATA_BIN SAVE_DIR [--size multi30k|wmt14] [--max-update N] [--minutes M] [-- EXTRA]"
+  DATA=${1:-}; SAVE=${2:-}
+  [ -n "$DATA" ] && [ -n "$SAVE" ] || { echo "$usage" >&2; exit 2; }
+  shift 2
+  SIZE=multi30k MAX_UPDATE=0 MINUTES=0 EXTRA=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --size) SIZE=${2:?}; shift 2 ;;
+      --max-update) MAX_UPDATE=${2:?}; shift 2 ;;
+      --minutes) MINUTES=${2:?}; shift 2 ;;
+      --) shift; EXTRA=("$@"); break ;;
+      *) echo "$usage" >&2; exit 2 ;;
+    esac
+  done
+  [ "$MAX_UPDATE" -gt 0 ] || [ "$MINUTES" != 0 ] || die "give a budget: --max-update N and/or --minutes M"
+}
+
+# budget_args: fairseq-train's stopping options for MAX_UPDATE and MINUTES.
+budget_args() {
+  [ "$MAX_UPDATE" -gt 0 ] && echo "--max-update $MAX_UPDATE"
+  [ "$MINUTES" != 0 ] && echo "--stop-time-hours $(hours "$MINUTES")"
+  return 0
+}

@@ -11,18 +11,7 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-usage() { echo "usage: $0 DATA_BIN SAVE_DIR [--size multi30k|wmt14] [--max-update N] [--minutes M] [-- EXTRA]" >&2; exit 2; }
-DATA=${1:-}; SAVE=${2:-}; [ -n "$DATA" ] && [ -n "$SAVE" ] || usage; shift 2
-SIZE=multi30k MAX_UPDATE=0 MINUTES=0 EXTRA=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --size) SIZE=${2:?}; shift 2 ;;
-    --max-update) MAX_UPDATE=${2:?}; shift 2 ;;
-    --minutes) MINUTES=${2:?}; shift 2 ;;
-    --) shift; EXTRA=("$@"); break ;;
-    *) usage ;;
-  esac
-done
+parse_training_args "$@"
 
 case "$SIZE" in
   multi30k) MODEL=(--arch vqlatent_transformer_small --codebook-size 512 --dropout 0.2
@@ -31,13 +20,9 @@ case "$SIZE" in
                    --lr 5e-4 --warmup-updates 4000 --max-tokens 8192 --max-epoch 1000) ;;
   *) die "unknown --size $SIZE (multi30k or wmt14)" ;;
 esac
-BUDGET=()
-[ "$MAX_UPDATE" -gt 0 ] && BUDGET+=(--max-update "$MAX_UPDATE")
-[ "$MINUTES" != 0 ] && BUDGET+=(--stop-time-hours "$(hours "$MINUTES")")
-[ ${#BUDGET[@]} -gt 0 ] || die "give a budget: --max-update N and/or --minutes M"
 
 run_fairseq_train "$DATA" "$SAVE" --task translation_vqlatent --criterion vqlatent_loss "${MODEL[@]}" \
   --share-all-embeddings --bottleneck vq --code-dim 16 --compress-steps 3 --ema-decay 0.99 \
   --dead-code-threshold 0.3 --label-smoothing 0.1 \
   --optimizer adam --adam-betas '(0.9, 0.98)' --lr-scheduler inverse_sqrt --seed 1 \
-  "${BUDGET[@]}" "${EXTRA[@]}"
+  $(budget_args) "${EXTRA[@]}"
