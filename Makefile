@@ -1,5 +1,5 @@
 # make demo:      set up .venv, then the whole distillation pipeline on Multi30k
-#                 (teacher, distillation, latent model, BLEU and latency table; ~30 CPU-minutes)
+#                 (teacher, distillation, latent model, BLEU and latency table; ~35 minutes on 2 cores)
 # make benchmark: the same with the full budgets (scripts/pipeline.sh --full; meant for a GPU)
 # make test:      set up .venv and run the test suite
 # make bottlenecks: every bottleneck for the same budget on Multi30k (benchmarks/bottlenecks.py)

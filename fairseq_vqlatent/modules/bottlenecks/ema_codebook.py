@@ -17,15 +17,7 @@ initialisation and dead-code re-seeding come from :class:`Codebook`.
 import torch
 from torch import Tensor
 
-from .codebook import (  # noqa: F401  (re-exported: the math lives in codebook.py)
-    Codebook,
-    all_reduce_sum_,
-    batch_statistics,
-    broadcast_from_first_,
-    ema_,
-    kmeans_,
-    squared_distances,
-)
+from .codebook import Codebook, all_reduce_sum_, batch_statistics, ema_
 
 
 def laplace_smoothed(counts: Tensor, eps: float) -> Tensor:

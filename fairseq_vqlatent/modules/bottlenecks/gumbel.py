@@ -8,7 +8,6 @@ with tau annealed from ``--temperature-start`` to ``--temperature-end`` over
 trained on the posterior softmax(logits). The codes learn by gradient descent.
 """
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
