@@ -64,20 +64,17 @@ class GaussianMixtureBottleneck(Bottleneck):
     def set_num_updates(self, num_updates: int) -> None:
         self.temperature = geometric_anneal(self.tau_start, self.tau_end, num_updates, self.anneal_updates)
 
-    def posterior_logits(self, z: Tensor):
-        """z [N, D] -> z^ [N, D], logits [N, K] (fp32)."""
-        z_hat, raw_weights = self.head(z).float().chunk(2, dim=-1)
-        return z_hat, weighted_distance_logits(z_hat, F.softplus(raw_weights), self.codebook.embed.float())
 
     def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
         z = z_e[~padding_mask]  # [N, D]
         with full_precision(z):
+            z_hat, raw_weights = self.head(z).float().chunk(2, dim=-1)  # [N, D] each
             if self.training:
-                z_hat = self.head(z).float().chunk(2, dim=-1)[0].detach()
                 # Before the means enter this step's graph: both write the parameter in place.
-                self.codebook.maybe_initialize(z_hat, contribute=self.learn_from_batch)
-                self.codebook.reseed_dead_codes(z_hat if self.learn_from_batch else z_hat[:0])
-            z_hat, logits = self.posterior_logits(z)
+                proxy = z_hat.detach()
+                self.codebook.maybe_initialize(proxy, contribute=self.learn_from_batch)
+                self.codebook.reseed_dead_codes(proxy if self.learn_from_batch else proxy[:0])
+            logits = weighted_distance_logits(z_hat, F.softplus(raw_weights), self.codebook.embed.float())
             q = logits.softmax(-1)  # [N, K]
             means = self.codebook.embed.float()
             if self.training:
