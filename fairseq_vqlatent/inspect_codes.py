@@ -69,6 +69,7 @@ def main(argv=None) -> None:
     from fairseq import checkpoint_utils
 
     from .errors import VQLatentError
+    from .models.vqlatent_transformer import is_vqlatent_model
 
     for path, what in ((args.checkpoint, "checkpoint"), (args.data, "data directory")):
         if not os.path.exists(path):
@@ -77,7 +78,7 @@ def main(argv=None) -> None:
         [args.checkpoint], arg_overrides={"data": args.data}
     )
     model = models[0]
-    if not hasattr(model, "bottleneck"):
+    if not is_vqlatent_model(model):
         raise VQLatentError(f"{args.checkpoint} is not a vqlatent_transformer checkpoint")
     try:
         task.load_dataset(args.split)

@@ -2,11 +2,20 @@
 
     encode x -> decode codes with the prior (greedy or beam, until end-of-latents
     or ceil((a|x| + b) / 2^n_c) codes) -> embed codes -> decompress -> one decoder
-    pass -> argmax -> cut at the first EOS.
+    pass -> argmax -> the sentence ends at the first EOS of its last block.
 
-The code search is fairseq's own SequenceGenerator run over the prior, fed the
-source encoding computed once here. Hypotheses come in fairseq's format, so
-fairseq-generate and fairseq-interactive print and score them as usual.
+Greedy code search runs the prior's incremental state directly. It stops a
+sentence when end-of-latents is more probable than all codes together
+(``stop="mass"``), not merely more probable than the single likeliest code
+(``stop="argmax"``): the prior is trained on soft-EM targets spread over several
+codes, so its mass per code is small and an argmax stop ends sentences early.
+Beam search (--latent-beam > 1) is fairseq's own SequenceGenerator over the prior,
+fed the source encoding computed once here.
+
+Training puts EOS only in a sentence's last latent block and fills that block
+after the EOS with EOS (criterions/vqlatent_loss.py), so decoding allows EOS only
+there. Hypotheses come in fairseq's format, so fairseq-generate and
+fairseq-interactive print and score them as usual.
 """
 
 import math
@@ -47,6 +56,7 @@ class LatentGenerator(nn.Module):
         max_len_a: float = 0.0,
         max_len_b: int = 200,
         allow_empty_sources: bool = False,
+        stop: str = "mass",
     ):
         super().__init__()
         if len(models) != 1:
@@ -55,6 +65,9 @@ class LatentGenerator(nn.Module):
         self.tgt_dict = tgt_dict
         self.eos = tgt_dict.eos()  # fairseq-generate strips it from printed output
         self.latent_beam = latent_beam
+        if stop not in ("mass", "argmax"):
+            raise VQLatentError(f"unknown latent stop rule {stop!r} (mass or argmax)")
+        self.stop = stop
         self.max_len_a = max_len_a
         self.max_len_b = max_len_b
         # Validation (--eval-bleu) must not stop training over an empty line; the CLIs refuse one.
@@ -65,6 +78,8 @@ class LatentGenerator(nn.Module):
         """ceil((a |x| + b) / 2^n_c): the code budget for a source of this length."""
         return max(1, math.ceil((self.max_len_a * src_length + self.max_len_b) / self.model.compression))
 
+    # no_grad, not inference_mode: under --eval-bleu, caches built here (sinusoidal
+    # positions) are reused by training, which cannot save inference tensors.
     @torch.no_grad()
     def generate(self, models, sample, prefix_tokens=None, constraints=None, **unused) -> List[List[Dict]]:
         if prefix_tokens is not None or constraints is not None:
@@ -81,6 +96,7 @@ class LatentGenerator(nn.Module):
         logits, out_mask = model.decode_latents(z_q, latent_mask, encoder_out)
         lprobs = torch.log_softmax(logits.float(), -1)
         lprobs[..., self.banned] = float("-inf")
+        lprobs[..., self.eos].masked_fill_(self._before_last_block(out_mask, model.compression), float("-inf"))
         scores, tokens = lprobs.max(-1)  # [B, T]
         eos_scores = lprobs[..., self.tgt_dict.eos()]
         return [
@@ -88,10 +104,52 @@ class LatentGenerator(nn.Module):
             for b in range(tokens.size(0))
         ]
 
+    @staticmethod
+    def _before_last_block(out_mask: Tensor, block: int) -> Tensor:
+        """[B, T] True at output positions before each sentence's last latent block."""
+        lengths = (~out_mask).sum(1, keepdim=True)  # L_b * 2^n_c
+        positions = torch.arange(out_mask.size(1), device=out_mask.device).unsqueeze(0)
+        return positions < lengths - block
+
     def decode_codes(self, model, encoder_out: dict, src_tokens: Tensor, src_lengths: Tensor):
         """-> codes [B, L] (0 at padding), latent padding mask [B, L]."""
         budget = self.max_latents(int(src_lengths.max()))
         model.check_latent_length(budget)
+        if self.latent_beam == 1:
+            return self.greedy_codes(model, encoder_out, budget)
+        return self.beam_codes(model, encoder_out, src_tokens, src_lengths, budget)
+
+    def greedy_codes(self, model, encoder_out: dict, budget: int):
+        """The prior's greedy path over its incremental state; at least one code each."""
+        d, K = model.code_dict, model.bottleneck.num_codes
+        B = encoder_out["encoder_out"][0].size(1)
+        device = encoder_out["encoder_out"][0].device
+        prev = torch.full((B, 1), d.eos(), dtype=torch.long, device=device)
+        lengths = torch.full((B,), budget, dtype=torch.long, device=device)
+        running = torch.ones(B, dtype=torch.bool, device=device)
+        state: Dict = {}
+        for step in range(budget):
+            logits, _ = model.prior(prev, encoder_out=encoder_out, incremental_state=state)
+            logits = logits[:, -1].float()  # [B, K + nspecial]
+            if step > 0:
+                lprobs = torch.log_softmax(logits, -1)
+                if self.stop == "mass":
+                    ends = lprobs[:, d.eos()] > math.log(0.5)
+                else:
+                    ends = logits.argmax(-1) == d.eos()
+                ends &= running
+                lengths[ends] = step
+                running &= ~ends
+                if not running.any():
+                    break
+            code = logits[:, d.nspecial : d.nspecial + K].argmax(-1)
+            prev = torch.cat([prev, (code + d.nspecial).unsqueeze(1)], dim=1)
+        L = int(lengths.max())
+        latent_mask = torch.arange(L, device=device).unsqueeze(0) >= lengths.unsqueeze(1)
+        codes = (prev[:, 1 : L + 1] - d.nspecial).masked_fill(latent_mask, 0)
+        return codes, latent_mask
+
+    def beam_codes(self, model, encoder_out: dict, src_tokens: Tensor, src_lengths: Tensor, budget: int):
         prior_model = FairseqEncoderDecoderModel(_PrecomputedEncoder(model.encoder, encoder_out), model.prior)
         search = SequenceGenerator(
             [prior_model],

@@ -105,8 +105,9 @@ TEACHER=$(best_checkpoint "$WORK/teacher")
 stage distill "$WORK/distilled/bin/.done" bash "$REPO/scripts/distill.sh" "$TEACHER" "$DATA" "$WORK/distilled" --beam 4
 grep -h "keep their reference\|corpus ready" "$LOGS/distill.log" 2>/dev/null | sed 's/^ */    /' || true
 
+# The latent model starts from the teacher's encoder, embeddings and decoder layers.
 stage latent "$WORK/latent/.done" bash "$REPO/scripts/train-vqlatent.sh" "$WORK/distilled/bin" "$WORK/latent" \
-  --size "$CORPUS" --max-update "$LATENT_UPDATES" --minutes "$LATENT_MINUTES"
+  --size "$CORPUS" --max-update "$LATENT_UPDATES" --minutes "$LATENT_MINUTES" -- --init-from-teacher "$TEACHER"
 grep "| valid on" "$LOGS/latent.log" 2>/dev/null | tail -1 | sed 's/.*| valid on/    latent valid:/' || true
 LATENT=$(best_checkpoint "$WORK/latent")
 

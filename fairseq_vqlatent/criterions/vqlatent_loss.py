@@ -1,7 +1,18 @@
 """L = CE_ls(decoder(z_q), y) + lambda_p * CE_ls(prior, soft code targets) + bottleneck loss.
 
-Every term is a sum (fairseq normalises by the sample size, the number of target
-tokens) and is logged on its own, with the codebook's health: code perplexity,
+Each term is a mean over its own units, as in the reference implementation:
+the reconstruction over output positions, the prior over its steps (codes and
+end-of-latents), the bottleneck loss over latents. So beta and lambda_p mean
+what the paper's do whatever the compression. fairseq divides the returned sum
+by the sample size (the output positions), so the prior and bottleneck sums are
+rescaled by output positions per latent before they are added.
+
+The decoder covers L_b * 2^n_c positions for a sentence of L_b latents. The
+positions after its EOS are trained to predict EOS too, so that every position
+the decoder emits at inference has been trained, and the generator's rule
+("the sentence ends at the first EOS of the last block") is what training taught.
+
+Every term is logged on its own, with the codebook's health: code perplexity,
 codes used, dead codes and prior accuracy. All logging outputs are sums, so they
 aggregate across workers.
 """
@@ -18,6 +29,7 @@ from fairseq.dataclass import FairseqDataclass
 from torch import Tensor
 
 from ..errors import VQLatentError
+from ..models.vqlatent_transformer import is_vqlatent_model
 
 
 @dataclass
@@ -43,6 +55,15 @@ def prior_targets(code_targets: Tensor, latent_mask: Tensor) -> Tensor:
     return targets
 
 
+def output_targets(target: Tensor, output_padding_mask: Tensor, pad: int, eos: int) -> Tensor:
+    """target [B, T] (right-padded, EOS-terminated) -> [B, T_out]: padded to the
+    decoder's T_out = L * 2^n_c positions, the slots after EOS inside each
+    sentence's last latent block filled with EOS, the rest padding."""
+    T_out = output_padding_mask.size(1)
+    target = F.pad(target, (0, T_out - target.size(1)), value=pad)
+    return target.masked_fill(target.eq(pad) & ~output_padding_mask, eos)
+
+
 def soft_cross_entropy(lprobs: Tensor, targets: Tensor, epsilon: float) -> Tensor:
     """Sum over non-zero target rows of -sum_k t_k log p_k, t smoothed towards uniform."""
     rows = targets.sum(-1) > 0
@@ -65,15 +86,12 @@ class VQLatentLoss(FairseqCriterion):
         self.prior_start_updates = prior_start_updates
 
     def forward(self, model, sample, reduce=True):
-        if not hasattr(model, "bottleneck"):
+        if not is_vqlatent_model(model):
             raise VQLatentError("--criterion vqlatent_loss trains --arch vqlatent_transformer* models only")
-        target = sample["target"]
-        out = model(**sample["net_input"], target=target)
+        out = model(**sample["net_input"], target=sample["target"])
         pad = self.padding_idx
 
-        # Reconstruction: the decoder covers L * 2^n_c positions; those past the target are padding.
-        T_out = out.logits.size(1)
-        target = F.pad(target, (0, T_out - target.size(1)), value=pad)
+        target = output_targets(sample["target"], out.output_padding_mask, pad, self.task.target_dictionary.eos())
         lprobs = F.log_softmax(out.logits.float(), dim=-1)
         recon_loss, nll_loss = label_smoothed_nll_loss(
             lprobs.view(-1, lprobs.size(-1)), target.view(-1), self.eps, ignore_index=pad, reduce=True
@@ -89,13 +107,20 @@ class VQLatentLoss(FairseqCriterion):
         rows = targets.sum(-1) > 0
         prior_correct = (prior_lprobs.argmax(-1) == targets.argmax(-1))[rows].sum()
 
-        prior_on = not model.training or model.num_updates >= self.prior_start_updates
-        aux_loss = out.bottleneck.loss
-        loss = recon_loss + (self.prior_weight * prior_loss if prior_on else 0.0 * prior_loss) + aux_loss
-
         latent_mask = out.latent_padding_mask
+        sample_size = int((~out.output_padding_mask).sum())  # output positions, EOS fill included
+        nlatents = int((~latent_mask).sum())
+        prior_steps = int(rows.sum())  # codes + end-of-latents
+        prior_on = not model.training or model.num_updates >= self.prior_start_updates
+        prior_weight = self.prior_weight if prior_on else 0.0
+        aux_loss = out.bottleneck.loss
+        loss = (
+            recon_loss
+            + prior_weight * prior_loss * (sample_size / max(prior_steps, 1))
+            + aux_loss * (sample_size / max(nlatents, 1))
+        )
+
         code_counts = torch.bincount(out.bottleneck.codes[~latent_mask], minlength=K).float()
-        ntokens = sample["ntokens"]
         logging_output = {
             "loss": loss.data,
             "recon_loss": recon_loss.data,
@@ -103,31 +128,32 @@ class VQLatentLoss(FairseqCriterion):
             "prior_loss": prior_loss.data,
             "aux_loss": aux_loss.data,
             "prior_correct": prior_correct.data,
-            "nlatents": int(rows.sum()),  # codes + end-of-latents
-            "ntokens": ntokens,
+            "nlatents": nlatents,
+            "prior_steps": prior_steps,
+            "ntokens": sample["ntokens"],
             "nsentences": target.size(0),
-            "sample_size": ntokens,
+            "sample_size": sample_size,
             "code_counts": code_counts,
             "dead_codes": out.bottleneck.dead_codes,
             "reseeded_codes": out.bottleneck.reseeded_codes,
             "nforwards": 1,
         }
-        return loss, ntokens, logging_output
+        return loss, sample_size, logging_output
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
         def total(key):
             return float(sum(log.get(key, 0) for log in logging_outputs))
 
-        ntokens, nlatents = total("ntokens"), total("nlatents")
+        size, steps, nlatents = total("sample_size"), total("prior_steps"), total("nlatents")
         ln2 = math.log(2)
-        metrics.log_scalar("loss", total("loss") / ntokens / ln2, ntokens, round=3)
-        metrics.log_scalar("recon_loss", total("recon_loss") / ntokens / ln2, ntokens, round=3)
-        metrics.log_scalar("nll_loss", total("nll_loss") / ntokens / ln2, ntokens, round=3)
+        metrics.log_scalar("loss", total("loss") / size / ln2, size, round=3)
+        metrics.log_scalar("recon_loss", total("recon_loss") / size / ln2, size, round=3)
+        metrics.log_scalar("nll_loss", total("nll_loss") / size / ln2, size, round=3)
         metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
-        metrics.log_scalar("prior_loss", total("prior_loss") / max(nlatents, 1) / ln2, nlatents, round=3)
-        metrics.log_scalar("aux_loss", total("aux_loss") / ntokens, ntokens, round=4)
-        metrics.log_scalar("prior_acc", 100.0 * total("prior_correct") / max(nlatents, 1), nlatents, round=2)
+        metrics.log_scalar("prior_loss", total("prior_loss") / max(steps, 1) / ln2, steps, round=3)
+        metrics.log_scalar("aux_loss", total("aux_loss") / max(nlatents, 1), nlatents, round=4)
+        metrics.log_scalar("prior_acc", 100.0 * total("prior_correct") / max(steps, 1), steps, round=2)
         counts = sum(log["code_counts"] for log in logging_outputs if "code_counts" in log)
         if torch.is_tensor(counts):
             metrics.log_scalar("code_ppl", code_perplexity(counts), 1, round=1)

@@ -19,6 +19,7 @@ from fairseq.utils import safe_getattr, safe_hasattr
 from torch import Tensor, nn
 
 from ..errors import VQLatentError
+from ..modules.conv_blocks import zero_padding
 from ..modules import (
     BOTTLENECK_REGISTRY,
     BottleneckOutput,
@@ -96,6 +97,13 @@ class VQLatentTransformerConfig(FairseqDataclass):
     decoder_self_attention: ChoiceEnum(["causal", "full"]) = field(
         default="causal", metadata={"help": "self-attention of the one-shot output decoder"}
     )
+    init_from_teacher: str = field(
+        default="",
+        metadata={
+            "help": "start from this autoregressive teacher checkpoint: its encoder, embeddings and decoder "
+            "layers initialise the encoder, the output decoder and the prior's layers (training from scratch only)"
+        },
+    )
     target_mix_updates: int = field(
         default=0,
         metadata={
@@ -140,6 +148,11 @@ class VQLatentOutput:
     prior_logits: Tensor  # [B, L + 1, K + nspecial] next-code logits, the last predicting end-of-latents
     latent_padding_mask: Tensor  # [B, L]
     bottleneck: BottleneckOutput
+
+
+def is_vqlatent_model(model) -> bool:
+    """True for a latent Transformer, also inside fairseq's DDP wrappers."""
+    return isinstance(getattr(model, "module", model), VQLatentTransformerModel)
 
 
 @register_model("vqlatent_transformer", dataclass=VQLatentTransformerConfig)
@@ -240,7 +253,10 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         self, z_q: Tensor, latent_mask: Tensor, encoder_out: dict, prev_output_tokens: Optional[Tensor] = None
     ):
         """z_q [B, L, code_dim] -> output logits [B, L * 2^n_c, V], their padding mask."""
-        x, mask = self.decompressor(self.from_code_space(z_q), latent_mask)
+        # Padding latents must read as zeros: the decompressor's first convolution sees
+        # the neighbour of the last real latent, and a sentence must decode alike
+        # alone and in a batch (from_code_space has a bias; code 0 fills padding).
+        x, mask = self.decompressor(zero_padding(self.from_code_space(z_q), latent_mask), latent_mask)
         if prev_output_tokens is not None:
             x = self._mix_targets(x, prev_output_tokens)
         return self.decoder(x, mask, encoder_out), mask

@@ -1,18 +1,32 @@
 """fairseq's translation task, decoding in one shot through latent codes."""
 
+import logging
 from dataclasses import dataclass, field
 
+from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from ..errors import VQLatentError
+from ..teacher_init import initialize_from_teacher
 from ..latent_generator import LatentGenerator
+from ..models.vqlatent_transformer import is_vqlatent_model
 from ..modules import Bottleneck
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class TranslationVQLatentConfig(TranslationConfig):
     latent_beam: int = field(default=1, metadata={"help": "beam size of the code search (1 = greedy)"})
+    latent_stop: ChoiceEnum(["mass", "argmax"]) = field(
+        default="mass",
+        metadata={
+            "help": "greedy code search: stop when end-of-latents is more probable than all codes together "
+            "(mass) or than the likeliest code (argmax)"
+        },
+    )
 
 
 @register_task("translation_vqlatent", dataclass=TranslationVQLatentConfig)
@@ -21,7 +35,7 @@ class TranslationVQLatentTask(TranslationTask):
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **unused):
         for model in models:
-            if not hasattr(model, "bottleneck"):
+            if not is_vqlatent_model(model):
                 name = getattr(getattr(model, "cfg", None), "_name", None) or type(model).__name__
                 path = getattr(args, "path", None)
                 raise VQLatentError(
@@ -37,10 +51,14 @@ class TranslationVQLatentTask(TranslationTask):
             latent_beam=getattr(args, "latent_beam", None) or self.cfg.latent_beam,
             max_len_a=getattr(args, "max_len_a", 0),
             max_len_b=getattr(args, "max_len_b", 200),
+            stop=getattr(args, "latent_stop", None) or self.cfg.latent_stop,
         )
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
+        teacher = getattr(cfg, "init_from_teacher", "")
+        if teacher and not from_checkpoint:  # a resumed run then loads its own checkpoint over it
+            logger.info(initialize_from_teacher(model, teacher).summary())
         if getattr(self, "sequence_generator", None) is not None:  # --eval-bleu
             self.sequence_generator.allow_empty_sources = True
         return model

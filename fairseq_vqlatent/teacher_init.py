@@ -1,0 +1,112 @@
+"""Start a latent model from its distillation teacher (--init-from-teacher CKPT).
+
+A few thousand CPU updates are far from the hundreds of thousands the papers
+train for; starting from the autoregressive teacher, as NAT models commonly do,
+gives the source encoder, the shared embeddings and the Transformer layers of
+both decoders a trained starting point:
+
+    teacher encoder.*          -> encoder.*          (embeddings included)
+    teacher decoder.*          -> decoder.*          (the one-shot output decoder)
+    teacher decoder.layers.*   -> prior.layers.*     (and decoder.layer_norm -> prior.layer_norm)
+
+The compressor, the bottleneck, the decompressor and the prior's code embeddings
+have no counterpart and keep their fresh initialisation. Parameters are matched
+by name; a name present in both with different shapes is an error.
+"""
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+import torch
+from torch import Tensor, nn
+
+from .errors import VQLatentError
+
+# (student prefix, teacher prefix): the first rule whose student prefix matches is used.
+RULES = (
+    ("encoder.", "encoder."),
+    ("decoder.", "decoder."),
+    ("prior.layers.", "decoder.layers."),
+    ("prior.layer_norm.", "decoder.layer_norm."),
+)
+
+
+@dataclass
+class TeacherInit:
+    path: str
+    copied: List[str] = field(default_factory=list)  # student parameter names
+    fresh: List[str] = field(default_factory=list)  # student parameters without a counterpart
+    unused: List[str] = field(default_factory=list)  # teacher parameters nobody took
+
+    def summary(self) -> str:
+        def groups(names):
+            heads = sorted({".".join(n.split(".")[:2]) for n in names})
+            return ", ".join(heads) if heads else "none"
+
+        return (
+            f"initialised from teacher {self.path}: copied {len(self.copied)} tensors ({groups(self.copied)}); "
+            f"fresh: {groups(self.fresh)}; teacher tensors not used: {groups(self.unused)}"
+        )
+
+
+def teacher_name(student_name: str) -> str:
+    for student_prefix, teacher_prefix in RULES:
+        if student_name.startswith(student_prefix):
+            return teacher_prefix + student_name[len(student_prefix):]
+    return ""
+
+
+def load_teacher_state(path: str) -> Dict[str, Tensor]:
+    from fairseq import checkpoint_utils
+
+    if not os.path.isfile(path):
+        raise VQLatentError(f"--init-from-teacher: checkpoint {path} does not exist")
+    try:
+        state = checkpoint_utils.load_checkpoint_to_cpu(path)
+    except Exception as e:  # a truncated file or a pickle weights-only loading refuses
+        raise VQLatentError(f"--init-from-teacher: cannot load {path}: {str(e).splitlines()[0]}") from None
+    weights = state.get("model") if isinstance(state, dict) else None
+    if not isinstance(weights, dict) or not any(k.startswith("decoder.layers.") for k in weights):
+        raise VQLatentError(f"--init-from-teacher: {path} is not a fairseq encoder-decoder Transformer checkpoint")
+    if any(k.startswith(("bottleneck.", "prior.")) for k in weights):
+        raise VQLatentError(
+            f"--init-from-teacher: {path} is a latent model, not an autoregressive teacher "
+            "(resume a latent model from its save dir instead)"
+        )
+    return weights
+
+
+@torch.no_grad()
+def initialize_from_teacher(model: nn.Module, path: str) -> TeacherInit:
+    """Copy the teacher's matching parameters into ``model`` in place."""
+    teacher = load_teacher_state(path)
+    report = TeacherInit(path)
+    taken = set()  # teacher names
+    for name, param in model.named_parameters():  # tied parameters appear once
+        source = teacher_name(name)
+        if source not in teacher:
+            report.fresh.append(name)
+            continue
+        value = teacher[source]
+        if value.shape != param.shape:
+            raise VQLatentError(
+                f"--init-from-teacher: parameter {name} has shape {tuple(param.shape)} but the teacher's "
+                f"{source} has {tuple(value.shape)}; give the latent model the teacher's width, FFN size and "
+                "dictionary"
+            )
+        param.copy_(value.to(param.dtype))
+        report.copied.append(name)
+        taken.add(source)
+    if not report.copied:
+        raise VQLatentError(f"--init-from-teacher: no parameter of {path} matches the latent model")
+    # Tied teacher tensors (shared embeddings) load as one storage: taken once is taken.
+    taken_storage = {teacher[k].untyped_storage().data_ptr() for k in taken}
+    report.unused = sorted(
+        k
+        for k, v in teacher.items()
+        if v.is_floating_point()
+        and not k.endswith(("_float_tensor", "version"))  # fairseq's bookkeeping buffers
+        and v.untyped_storage().data_ptr() not in taken_storage
+    )
+    return report

@@ -1,0 +1,202 @@
+"""Decoding agrees with training: where a sentence ends, how padding reads, when
+the code search stops, and the loss terms' normalisation (issue 8, defects 1-3)."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import build_tiny_model, toy_batch, toy_task
+from fairseq_vqlatent.criterions.vqlatent_loss import VQLatentLoss, output_targets
+from fairseq_vqlatent.latent_generator import LatentGenerator
+
+
+def net_input(batch):
+    return {k: batch[k] for k in ("src_tokens", "src_lengths", "prev_output_tokens")}
+
+
+# ------------------------------------------------------------ where a sentence ends
+
+
+def test_training_fills_the_last_block_after_eos_with_eos():
+    pad, eos = 1, 2
+    target = torch.tensor([[7, 8, eos, pad, pad], [7, 8, 9, 10, eos]])
+    # blocks of 4: sentence 0 has one latent, sentence 1 two
+    out_mask = torch.tensor([[False] * 4 + [True] * 4, [False] * 8])
+    expected = torch.tensor([[7, 8, eos, eos, pad, pad, pad, pad], [7, 8, 9, 10, eos, eos, eos, eos]])
+    assert torch.equal(output_targets(target, out_mask, pad, eos), expected)
+
+
+def fixed_logits_generator(model, task, logits):
+    """A generator whose decoder pass returns ``logits`` [1, T, V] for a one-sentence batch."""
+    model.eval()
+    T = logits.size(1)
+    model.decode_latents = lambda z_q, mask, enc, prev=None: (logits, torch.zeros(1, T, dtype=torch.bool))
+    return LatentGenerator([model], task.target_dictionary, max_len_a=0, max_len_b=T)
+
+
+def test_eos_is_only_allowed_in_the_last_block():
+    task = toy_task()
+    model = build_tiny_model(task, compress_steps=2)  # blocks of 4
+    d = task.target_dictionary
+    word = d.nspecial + 3
+    logits = torch.zeros(1, 8, len(d))
+    logits[0, :, word] = 5.0
+    logits[0, 1, d.eos()] = 10.0  # an EOS in the first block: training never puts one there
+    logits[0, 6, d.eos()] = 10.0  # the last block's first EOS ends the sentence
+    gen = fixed_logits_generator(model, task, logits)
+    batch = toy_batch(task, [6])
+    hyp = gen.generate([model], {"net_input": net_input(batch)})[0][0]
+    assert hyp["tokens"].tolist() == [word] * 6 + [d.eos()]
+
+
+def test_a_sentence_without_eos_keeps_all_its_positions_and_gets_one():
+    task = toy_task()
+    model = build_tiny_model(task, compress_steps=2)
+    d = task.target_dictionary
+    logits = torch.zeros(1, 8, len(d))
+    logits[0, :, d.nspecial] = 5.0
+    hyp = fixed_logits_generator(model, task, logits).generate([model], {"net_input": net_input(toy_batch(task, [6]))})
+    assert hyp[0][0]["tokens"].tolist() == [d.nspecial] * 8 + [d.eos()]
+
+
+# ------------------------------------------------------------ padding does not leak
+
+
+@pytest.mark.parametrize("code_dim", [0, 8])  # identity and linear maps out of the code space
+def test_a_sentence_decodes_alike_alone_and_beside_longer_ones(code_dim):
+    torch.manual_seed(0)
+    task = toy_task()
+    model = build_tiny_model(task, code_dim=code_dim, decoder_self_attention="full").eval()
+    batch = toy_batch(task, [6, 20, 30], src_len=7)
+    with torch.no_grad():
+        enc = model.encoder(batch["src_tokens"], src_lengths=batch["src_lengths"])
+        codes = torch.tensor([[3, 0, 0, 0], [5, 6, 7, 0], [1, 2, 3, 4]])  # 0 at padding, as the search leaves it
+        mask = torch.tensor([[False, True, True, True], [False, False, False, True], [False] * 4])
+        z_q = model.embed_codes(codes)
+        batched, _ = model.decode_latents(z_q, mask, enc)
+        enc0 = model.encoder(batch["src_tokens"][:1], src_lengths=batch["src_lengths"][:1])
+        alone, _ = model.decode_latents(z_q[:1, :1], mask[:1, :1], enc0)
+    torch.testing.assert_close(batched[0, : alone.size(1)], alone[0], atol=1e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------ when the code search stops
+
+
+class ScriptedPrior(torch.nn.Module):
+    """A prior whose next-code distribution at step t is rows[t] (probabilities over the code dictionary)."""
+
+    def __init__(self, rows):
+        super().__init__()
+        self.rows = rows
+
+    def forward(self, prev, encoder_out=None, incremental_state=None):
+        step = prev.size(1) - 1
+        return self.rows[min(step, len(self.rows) - 1)].log().expand(prev.size(0), 1, -1), None
+
+    def max_positions(self):
+        return 1024
+
+
+def scripted_rows(model, p_end_at_step_1):
+    d, K = model.code_dict, model.bottleneck.num_codes
+    first = torch.full((len(d),), 1e-9)
+    first[d.nspecial] = 1.0
+    second = torch.full((len(d),), 1e-9)
+    second[d.eos()] = p_end_at_step_1
+    second[d.nspecial : d.nspecial + K] = (1 - p_end_at_step_1) / K  # the rest spread over all codes
+    end = torch.full((len(d),), 1e-9)
+    end[d.eos()] = 1.0
+    return [first / first.sum(), second / second.sum(), end]
+
+
+@pytest.mark.parametrize("stop, p_end, length", [("mass", 0.4, 2), ("argmax", 0.4, 1), ("mass", 0.6, 1)])
+def test_the_search_stops_when_end_of_latents_outweighs_the_codes(stop, p_end, length):
+    task = toy_task()
+    model = build_tiny_model(task).eval()
+    model.prior = ScriptedPrior(scripted_rows(model, p_end))
+    gen = LatentGenerator([model], task.target_dictionary, max_len_a=0, max_len_b=80, stop=stop)
+    batch = toy_batch(task, [6, 9])
+    with torch.no_grad():
+        enc = model.encoder(batch["src_tokens"], src_lengths=batch["src_lengths"])
+        codes, mask = gen.decode_codes(model, enc, batch["src_tokens"], batch["src_lengths"])
+    assert codes.shape == (2, length) and not mask.any()
+
+
+def trained_prior_model(task, updates=30):
+    """A tiny model whose prior has learnt something: a few optimizer steps on toy data."""
+    torch.manual_seed(0)
+    model = build_tiny_model(task)
+    crit = VQLatentLoss(SimpleNamespace(target_dictionary=task.target_dictionary), 0.0, 1.0, 0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    batch = toy_batch(task, [9, 17, 25, 12], seed=3)
+    sample = {"net_input": net_input(batch), "target": batch["target"], "ntokens": 63}
+    for _ in range(updates):
+        loss, size, _ = crit(model, sample)
+        opt.zero_grad()
+        (loss / size).backward()
+        opt.step()
+    return model.eval(), sample
+
+
+def test_greedy_search_gives_fairseqs_codes_under_the_argmax_stop():
+    task = toy_task()
+    model, sample = trained_prior_model(task)
+    ours = LatentGenerator([model], task.target_dictionary, max_len_a=0, max_len_b=40, stop="argmax")
+    src, lengths = sample["net_input"]["src_tokens"], sample["net_input"]["src_lengths"]
+    with torch.no_grad():
+        enc = model.encoder(src, src_lengths=lengths)
+        codes, mask = ours.decode_codes(model, enc, src, lengths)
+        ref_codes, ref_mask = ours.beam_codes(model, enc, src, lengths, ours.max_latents(int(lengths.max())))
+    assert torch.equal(mask, ref_mask) and torch.equal(codes, ref_codes)
+
+
+# ------------------------------------------------------------ the loss weights mean what they say
+
+
+def test_each_loss_term_is_a_mean_over_its_own_units():
+    torch.manual_seed(0)
+    task = toy_task()
+    d = task.target_dictionary
+    beta, eps, lam = 0.25, 0.1, 0.7
+    model = build_tiny_model(task, bottleneck="vq", commitment_beta=beta, compress_steps=2, codebook_init="random")
+    model.train()  # TINY_MODEL has no dropout: a second pass computes the same z_e
+    crit = VQLatentLoss(SimpleNamespace(target_dictionary=d), eps, lam, 0)
+    batch = toy_batch(task, [5, 11, 16])
+    sample = {"net_input": net_input(batch), "target": batch["target"], "ntokens": 32}
+
+    captured, forward = {}, model.forward
+    model.forward = lambda *a, **k: captured.setdefault("out", forward(*a, **k))
+    codes_before_m_step = model.bottleneck.codebook.embed.clone()
+    loss, sample_size, log = crit(model, sample)
+    out = captured["out"]
+
+    # reconstruction: a label-smoothed mean over output positions (EOS fill included)
+    tgt = output_targets(batch["target"], out.output_padding_mask, d.pad(), d.eos())
+    keep = tgt.ne(d.pad())
+    lp = F.log_softmax(out.logits.float(), -1)[keep]
+    recon = ((1 - eps) * -lp.gather(1, tgt[keep].unsqueeze(1)).squeeze(1) - eps / lp.size(1) * lp.sum(1)).mean()
+    assert sample_size == int(keep.sum()) == 4 * 2 + 4 * 3 + 4 * 4
+
+    # prior: one step per code plus end-of-latents, a mean over those steps
+    K, ns = model.bottleneck.num_codes, model.code_dict.nspecial
+    plp = F.log_softmax(out.prior_logits.float(), -1)
+    terms = []
+    for b, n in enumerate((~out.latent_padding_mask).sum(1).tolist()):
+        rows = torch.cat([plp[b, : n + 1, ns : ns + K], plp[b, : n + 1, model.code_dict.eos()].unsqueeze(1)], 1)
+        target = torch.zeros(n + 1, K + 1)
+        target[torch.arange(n), out.bottleneck.codes[b, :n]] = 1.0
+        target[n, K] = 1.0
+        target = (1 - eps) * target + eps / (K + 1)
+        terms.append(-(target * rows).sum(1))
+    prior = torch.cat(terms).mean()
+
+    # commitment: beta times the mean over latents of the squared distance, averaged over dimensions
+    with torch.no_grad():
+        z_e, latent_mask = model.compressor(batch["target"], None)
+        z = model.to_code_space(z_e)[~latent_mask]
+    e = codes_before_m_step[out.bottleneck.codes[~latent_mask]]
+    commitment = beta * (z - e).pow(2).mean(-1).mean()
+
+    torch.testing.assert_close(loss.detach() / sample_size, recon + lam * prior + commitment, atol=1e-4, rtol=1e-4)
