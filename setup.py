@@ -18,6 +18,7 @@ setup(
         "sentencepiece>=0.1.99",
         "subword-nmt>=0.3.8",
         "sacremoses>=0.0.53",
+        "vector-quantize-pytorch>=1.14,<2",  # FSQ
     ],
     extras_require={"test": ["pytest>=7"], "benchmark": ["matplotlib>=3.5"]},
     license="MIT",

@@ -13,14 +13,15 @@ from fairseq_vqlatent.modules.bottlenecks.gmvq import kl_to_uniform, weighted_di
 from fairseq_vqlatent.modules.bottlenecks.schedules import geometric_anneal, linear_anneal
 from fairseq_vqlatent.modules.bottlenecks.semhash import bits_to_codes, codes_to_bits, saturating_sigmoid
 
-ALL = ["vq", "soft_em", "gumbel", "semhash", "gmvq"]
+ALL = ["vq", "soft_em", "gumbel", "semhash", "gmvq", "fsq"]
 CODEBOOK = ["vq", "soft_em", "gumbel", "gmvq"]
 
 
 def config(**overrides):
     cfg = dict(codebook_size=8, num_samples=5, ema_decay=0.9, ema_epsilon=1e-5, commitment_beta=0.25,
                codebook_init="random", dead_code_threshold=0.0, temperature_start=2.0, temperature_end=0.1,
-               anneal_updates=100, semhash_noise=1.0, gmvq_gamma=0.7, gmvq_beta=0.3, gmvq_sigma=1.5)
+               anneal_updates=100, semhash_noise=1.0, gmvq_gamma=0.7, gmvq_beta=0.3, gmvq_sigma=1.5,
+               fsq_levels="2,2,2", cosine_codes=False)
     cfg.update(overrides)
     return SimpleNamespace(**cfg)
 
@@ -54,7 +55,7 @@ def test_output_shapes_and_prior_targets(name):
     torch.testing.assert_close(rows, torch.ones_like(rows))
     assert out.code_targets[mask].abs().sum() == 0 and out.codes[mask].abs().sum() == 0
     assert out.loss.dim() == 0 and torch.isfinite(out.loss)
-    if name in ("gumbel", "semhash"):  # no auxiliary loss of their own
+    if name in ("gumbel", "semhash", "fsq"):  # no auxiliary loss of their own
         assert out.loss == 0
 
 
@@ -286,7 +287,7 @@ def test_each_bottleneck_trains_and_decodes_inside_the_model(name):
     criterion = VQLatentLoss(task, label_smoothing=0.1, prior_weight=1.0, prior_start_updates=0)
     loss, sample_size, log = criterion(model, sample)
     loss.backward()
-    assert torch.isfinite(loss) and log["code_counts"].sum() == log["nlatents"] - 3  # minus the 3 end-of-latents
+    assert torch.isfinite(loss) and log["code_counts"].sum() == log["nlatents"] == log["prior_steps"] - 3  # 3 end-of-latents
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.compressor.parameters())
     model.eval()
     gen = LatentGenerator([model], task.target_dictionary, max_len_a=1.0, max_len_b=5)
@@ -305,3 +306,42 @@ def test_gmvq_gradients_stay_finite_when_a_proxy_sits_on_its_code():
     out = bn(z, torch.zeros(1, 8, dtype=torch.bool))
     (out.z_q.sum() + out.loss).backward()
     assert torch.isfinite(z.grad).all() and torch.isfinite(bn.codebook.embed.grad).all()
+
+
+# ---------------------------------------------------------------- cosine codes (vq, soft_em)
+
+
+@pytest.mark.parametrize("name", ["vq", "soft_em"])
+def test_cosine_codes_stay_on_the_sphere_and_ignore_scale(name):
+    bn = make(name, cosine_codes=True, ema_decay=0.5).train()
+    z, mask = padded_batch()
+    for _ in range(3):
+        bn(z, mask)
+    norms = bn.codebook.embed.norm(dim=-1)
+    torch.testing.assert_close(norms, torch.full_like(norms, 2.0))  # sqrt(D), D = 4
+    bn.eval()
+    assert torch.equal(bn(z, mask).codes, bn(10 * z, mask).codes)
+
+
+def test_cosine_codes_have_no_hub():
+    """A short code (the mean of a big cluster) is nearest to a far point in L2, not in angle."""
+    bn = make("vq", D=2, codebook_size=2).eval()
+    def at(degrees, norm=2.0):
+        return [norm * math.cos(math.radians(degrees)), norm * math.sin(math.radians(degrees))]
+
+    codes = torch.tensor([at(0, norm=0.1), at(128)])  # a short 'hub' at 0 degrees, a full-length code at 128
+    bn.codebook.embed.copy_(codes)
+    point = torch.tensor([[at(66)]])  # 62 degrees from the code, 66 from the hub
+    no_mask = torch.zeros(1, 1, dtype=torch.bool)
+    assert bn(point, no_mask).codes.item() == 0
+    cos = make("vq", D=2, codebook_size=2, cosine_codes=True).eval()
+    cos.codebook.embed.copy_(cos.codebook.normalize(codes))
+    assert cos(point, no_mask).codes.item() == 1
+
+
+def test_fsq_has_prod_levels_codes_and_rejects_bad_levels():
+    from fairseq_vqlatent.errors import VQLatentError
+
+    assert make("fsq", fsq_levels="8,5,5,5").num_codes == 1000
+    with pytest.raises(VQLatentError, match="--fsq-levels"):
+        make("fsq", fsq_levels="8,x")

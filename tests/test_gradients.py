@@ -58,7 +58,8 @@ def test_criterion_terms_add_up_and_are_logged():
     sample = {"net_input": batch, "target": target, "ntokens": int(target.ne(1).sum())}
     torch.manual_seed(0)
     loss, sample_size, log = crit(model, sample)
-    assert sample_size == 23
-    torch.testing.assert_close(loss, log["recon_loss"] + 0.5 * log["prior_loss"] + log["aux_loss"])
-    assert log["nlatents"] == 2 + 2 + 2  # ceil(9/8) + ceil(14/8) codes, plus two end-of-latents
+    assert sample_size == 2 * 8 + 2 * 8  # output positions: every sentence's latents times 8
+    assert log["nlatents"] == 2 + 2 and log["prior_steps"] == 4 + 2  # ceil(9/8) + ceil(14/8) codes, two ends
+    # prior and bottleneck sums rescaled so that, divided by the sample size, each is a mean over its units
+    torch.testing.assert_close(loss, log["recon_loss"] + 0.5 * log["prior_loss"] * 32 / 6 + log["aux_loss"] * 32 / 4)
     assert log["code_counts"].sum() == 4

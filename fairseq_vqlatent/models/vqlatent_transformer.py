@@ -94,6 +94,16 @@ class VQLatentTransformerConfig(FairseqDataclass):
     gmvq_gamma: float = field(default=1.0, metadata={"help": "gmvq: weight of the latent regularisation ||z - mu_c||^2"})
     gmvq_beta: float = field(default=1.0, metadata={"help": "gmvq: weight of KL(aggregated posterior || uniform)"})
     gmvq_sigma: float = field(default=1.0, metadata={"help": "gmvq: the generative model's scale sigma (adaptive noise)"})
+    fsq_levels: str = field(
+        default="8,5,5,5", metadata={"help": "fsq: levels per dimension; the number of codes is their product"}
+    )
+    cosine_codes: bool = field(
+        default=False,
+        metadata={
+            "help": "vq, soft_em: put z_e and the codes on the sphere of radius sqrt(code dim), so that distances "
+            "are cosines and no code can be a 'hub' nearer to everything (docs/design.md)"
+        },
+    )
     decoder_self_attention: ChoiceEnum(["causal", "full"]) = field(
         default="causal", metadata={"help": "self-attention of the one-shot output decoder"}
     )
@@ -196,7 +206,8 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
             tgt_embed = _embedding(tgt_dict, dim)
 
         max_latents = latent_length(cfg.max_target_positions, cfg.compress_steps)
-        code_dict = code_dictionary(cfg.codebook_size)
+        bottleneck = build_bottleneck(cfg.bottleneck, cfg.code_dim or dim, cfg)
+        code_dict = code_dictionary(bottleneck.num_codes)
         encoder = TransformerEncoderBase(
             _transformer_config(cfg, cfg.encoder_layers, cfg.max_source_positions), src_dict, src_embed
         )
@@ -213,7 +224,7 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
             cfg,
             encoder,
             Compressor(cfg, tgt_embed, dim, cfg.max_target_positions),
-            build_bottleneck(cfg.bottleneck, cfg.code_dim or dim, cfg),
+            bottleneck,
             Decompressor(cfg, dim),
             decoder,
             prior,

@@ -33,7 +33,7 @@ class EMBottleneck(Bottleneck):
         raise NotImplementedError
 
     def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
-        z = z_e[~padding_mask]  # [N, D]
+        z = self.codebook.normalize(z_e[~padding_mask])  # [N, D]
         with torch.no_grad(), full_precision(z):
             if self.training:
                 self.codebook.maybe_initialize(z, contribute=self.learn_from_batch)

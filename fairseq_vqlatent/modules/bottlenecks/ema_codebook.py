@@ -8,13 +8,22 @@ EM) and data z [N, D]:
     N~_k = (N_k + eps) / (n + K eps) * n,   n = sum_k N_k   (Laplace smoothing)
     e_k = m_k / N~_k
 
-With g = 0 one update is exactly the M-step. The batch statistics are summed
+With g = 0 one update is exactly the M-step.
+
+With ``cosine=True`` data and codes live on the sphere of radius sqrt(D) (the
+scale of a LayerNorm'd vector): ``to_sphere`` is applied to z before the E-step
+and to every code after the M-step (spherical k-means). Then every code has the
+same norm, and the mean of a big cluster, shorter than its points, can no longer
+be nearer to unrelated points than their own codes are. The batch statistics are summed
 over data-parallel workers before the update, so every worker holds the same
 codebook. All statistics are fp32 whatever the model is cast to. k-means
 initialisation and dead-code re-seeding come from :class:`Codebook`.
 """
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .codebook import Codebook, all_reduce_sum_, batch_statistics, ema_
@@ -25,16 +34,29 @@ def laplace_smoothed(counts: Tensor, eps: float) -> Tensor:
     return (counts + eps) / (n + counts.numel() * eps) * n
 
 
+def to_sphere(x: Tensor) -> Tensor:
+    """[..., D] -> the same directions at norm sqrt(D)."""
+    return F.normalize(x, dim=-1) * math.sqrt(x.size(-1))
+
+
 class EMACodebook(Codebook):
     def __init__(
-        self, num_codes: int, dim: int, decay: float, eps: float, init: str = "kmeans", dead_threshold: float = 0.0
+        self,
+        num_codes: int,
+        dim: int,
+        decay: float,
+        eps: float,
+        init: str = "kmeans",
+        dead_threshold: float = 0.0,
+        cosine: bool = False,
     ):
         super().__init__(num_codes, dim, decay, init=init, dead_threshold=dead_threshold)
         self.eps = eps
+        self.cosine = cosine
         # The compressor ends in a LayerNorm, so z_e is on a unit-variance scale:
         # start the codes there. With count 1 and sum e_k, a code nobody picks
         # stays where it is instead of being divided by a vanishing count.
-        embed = torch.randn(num_codes, dim)
+        embed = self.normalize(torch.randn(num_codes, dim))
         self.register_buffer("embed", embed)  # [K, D]
         self.register_buffer("ema_sum", embed.clone())  # [K, D]
 
@@ -47,12 +69,18 @@ class EMACodebook(Codebook):
             cfg.ema_epsilon,
             init=getattr(cfg, "codebook_init", "kmeans"),
             dead_threshold=getattr(cfg, "dead_code_threshold", 0.0),
+            cosine=getattr(cfg, "cosine_codes", False),
         )
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """Onto the sphere for cosine codes; the identity otherwise."""
+        return to_sphere(x) if self.cosine else x
 
     @torch.no_grad()
     def _set_codes(self, index: Tensor, values: Tensor) -> None:
+        values = self.normalize(values.float())
         super()._set_codes(index, values)
-        self.ema_sum[index] = values.float()
+        self.ema_sum[index] = values
 
     @torch.no_grad()
     def update(self, assign: Tensor, z: Tensor, contribute: bool = True) -> None:
@@ -67,5 +95,5 @@ class EMACodebook(Codebook):
             return
         ema_(self.ema_count, counts, self.decay)
         ema_(self.ema_sum, sums, self.decay)
-        self.embed.copy_(self.ema_sum / laplace_smoothed(self.ema_count, self.eps).unsqueeze(1))
+        self.embed.copy_(self.normalize(self.ema_sum / laplace_smoothed(self.ema_count, self.eps).unsqueeze(1)))
         self.reseed_dead_codes(z if contribute else z[:0])
