@@ -61,6 +61,15 @@ def last_valid(log: str) -> dict:
     return {k.strip(): v.strip() for k, v in (part.split(" ", 1) for part in found[-1].split(" | "))}
 
 
+def code_health(ckpt: Path, data: Path, log: Path):
+    """-> (code perplexity, distinct codes, codebook size) over valid, in eval mode (fairseq_vqlatent.inspect_codes)."""
+    sh([sys.executable, "-m", "fairseq_vqlatent.inspect_codes", ckpt, data / "bin", "--split", "valid"], log)
+    inspect = log.read_text()
+    ppl = float(re.search(r"code perplexity +([\d.]+)", inspect).group(1))
+    used, total = map(int, re.search(r"distinct codes +(\d+) of (\d+)", inspect).groups())
+    return ppl, used, total
+
+
 def run_variant(name, extra, data: Path, work: Path, max_update: int) -> dict:
     out = work / slug(name)
     result_file = out / "result.json"
@@ -78,11 +87,7 @@ def run_variant(name, extra, data: Path, work: Path, max_update: int) -> dict:
     ckpt = out / "ckpt" / "checkpoint_last.pt"
 
     print(f"== {name}: codes over valid, BLEU on test", flush=True)
-    sh([sys.executable, "-m", "fairseq_vqlatent.inspect_codes", ckpt, data / "bin", "--split", "valid"],
-       out / "inspect.log")
-    inspect = (out / "inspect.log").read_text()
-    ppl = float(re.search(r"code perplexity +([\d.]+)", inspect).group(1))
-    used, total = map(int, re.search(r"distinct codes +(\d+) of (\d+)", inspect).groups())
+    ppl, used, total = code_health(ckpt, data, out / "inspect.log")
     sh(["bash", REPO / "scripts" / "evaluate.sh", ckpt, data, out / "eval", "--task", "translation_vqlatent",
         "--batch-size", "64"], out / "evaluate.log")
     bleu = json.loads((out / "eval" / "result.json").read_text())["bleu"]

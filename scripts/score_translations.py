@@ -78,6 +78,7 @@ def main(argv=None) -> int:
     result = dict(
         name=a.name, sentences=len(hyp),
         bleu=round(score.score, 2), bleu_signature=str(bleu.get_signature()), bleu_brevity_penalty=round(score.bp, 3),
+        length_ratio=round(score.sys_len / max(score.ref_len, 1), 3),
         tok_bleu=round(tok_bleu.score, 2),
     )
     if a.generate_log:

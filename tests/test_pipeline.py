@@ -47,6 +47,15 @@ def test_every_stage_has_a_banner_a_log_and_a_wall_time(pipeline):
     assert pipeline.out.count("\nSRC      ") == 2 and "LATENT   " in pipeline.out
 
 
+def test_the_latent_model_starts_from_the_teacher_and_keeps_its_best_valid_bleu(pipeline):
+    log = (pipeline.work / "logs" / "latent.log").read_text()
+    assert re.search(r"initialised from teacher .*checkpoint_best\.pt: copied \d+ tensors \(decoder\.embed_positions|"
+                     r"initialised from teacher .*checkpoint_best\.pt: copied \d+ tensors", log), log[-2000:]
+    assert "teacher tensors not used: none" in log
+    assert re.search(r"valid on 'valid' subset .*\| bleu [\d.]+ ", log)
+    assert "(epoch" in log and "score" in log and (pipeline.work / "latent" / "checkpoint_best.pt").exists()
+
+
 def test_each_system_translates_every_test_sentence_at_batch_size_1(pipeline):
     for system in SYSTEMS:
         result = json.loads((pipeline.work / "eval" / system / "result.json").read_text())

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""The latent model's recipe, one change at a time, against one teacher and one distilled corpus.
+
+    python benchmarks/latent_ablation.py --base WORK --work work/ablation [--max-update 300] [--jobs 2]
+        [--only "recipe,hard EM (vq)"]
+
+WORK is a pipeline work directory that already holds data/, teacher/ and
+distilled/ (scripts/pipeline.sh multi30k, or its first three stages). Every row
+trains scripts/train-vqlatent.sh's Multi30k recipe (soft EM, initialised from
+the teacher) for the same number of updates with the same seed, changing one
+thing; ``--jobs 2`` trains two rows at a time with one thread each. Then for each:
+
+- valid BLEU: the best one-shot BLEU of the validations during training
+  (fairseq's --eval-bleu, which also picks checkpoint_best.pt);
+- test BLEU, length ratio (hypothesis / reference words) and batch-1 latency of
+  checkpoint_best.pt on test_2016_flickr (scripts/evaluate.sh, one at a time, nothing
+  else running);
+- code perplexity and distinct codes over valid (fairseq_vqlatent.inspect_codes).
+
+Writes WORK/ablation.md (the table) and WORK/valid-bleu.png (valid BLEU against
+updates). A finished row is not redone: delete WORK/ROW to redo it.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bottlenecks import REPO, code_health, sh, slug
+
+# name: (fairseq-train arguments on top of the recipe, generate arguments, start from the teacher)
+ROWS = {
+    "recipe": ([], [], True),
+    "no teacher init": ([], [], False),
+    "hard EM (vq)": (["--bottleneck", "vq"], [], True),
+    "greedy stop by argmax": ([], ["--latent-stop", "argmax"], True),  # decodes the recipe's checkpoint
+    "full self-attention": (["--decoder-self-attention", "full"], [], True),
+    "cosine codes": (["--cosine-codes"], [], True),
+    "fsq 8,5,5,5": (["--bottleneck", "fsq", "--dead-code-threshold", "0"], [], True),
+    "K = 64": (["--codebook-size", "64"], [], True),
+    "n_c = 2": (["--compress-steps", "2"], [], True),
+    "no label smoothing": (["--label-smoothing", "0"], [], True),
+    "target mixing": (["--target-mix-updates", "MAX_UPDATE"], [], True),
+}
+SHARES_CHECKPOINT = {"greedy stop by argmax": "recipe"}
+VALID_BLEU = re.compile(r"\| valid on 'valid' subset \|.*?\| bleu ([\d.]+) \|.*?\| num_updates (\d+)")
+
+
+def train(name: str, base: Path, work: Path, max_update: int) -> Path:
+    extra, _, from_teacher = ROWS[name]
+    out = work / slug(name)
+    if (out / "ckpt" / ".done").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    extra = [str(max_update) if a == "MAX_UPDATE" else a for a in extra]
+    if from_teacher:
+        extra += ["--init-from-teacher", str(base / "teacher" / "checkpoint_best.pt")]
+    print(f"== {name}: training {max_update} updates", flush=True)
+    t0 = time.time()
+    env = dict(os.environ, OMP_NUM_THREADS="1", VALIDATE_EVERY="100")
+    with open(out / "train.log", "w") as log:
+        proc = subprocess.run(
+            ["bash", str(REPO / "scripts" / "train-vqlatent.sh"), str(base / "distilled" / "bin"), str(out / "ckpt"),
+             "--max-update", str(max_update), "--", *extra],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"error: training {name!r} failed; see {out / 'train.log'}")
+    (out / "train-minutes").write_text(f"{(time.time() - t0) / 60:.1f}\n")
+    return out
+
+
+def measure(name: str, base: Path, work: Path) -> dict:
+    out = work / slug(name)
+    if (out / "result.json").exists():
+        return json.loads((out / "result.json").read_text())
+    trained = work / slug(SHARES_CHECKPOINT.get(name, name))
+    ckpt = trained / "ckpt" / "checkpoint_best.pt"
+    print(f"== {name}: test BLEU and latency, codes over valid", flush=True)
+    sh(["bash", REPO / "scripts" / "evaluate.sh", ckpt, base / "data", out / "eval", "--task", "translation_vqlatent",
+        "--", *ROWS[name][1]], out / "evaluate.log")
+    test = json.loads((out / "eval" / "result.json").read_text())
+    ppl, used, total = code_health(ckpt, base / "distilled", out / "inspect.log")
+    log = (trained / "train.log").read_text()
+    curve = [(int(u), float(b)) for b, u in VALID_BLEU.findall(log)]
+    updates = max(int(u) for u in re.findall(r"num_updates[ =](\d+)", log))
+    result = dict(name=name, valid_bleu=max(b for _, b in curve), test_bleu=test["bleu"],
+                  length_ratio=test["length_ratio"], ms_per_sentence=test["ms_per_sentence"], code_ppl=ppl,
+                  distinct_codes=used, codebook_size=total, updates=updates, curve=curve,
+                  train_minutes=float((trained / "train-minutes").read_text()))
+    (out / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def table(results, teacher: dict) -> str:
+    rows = ["| row | valid BLEU | test BLEU | length ratio | ms / sentence (batch 1) | code perplexity (valid) "
+            "| distinct codes (valid) | updates | train minutes |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        rows.append(f"| {r['name']} | {r['valid_bleu']:.2f} | {r['test_bleu']:.2f} | {r['length_ratio']:.3f} "
+                    f"| {r['ms_per_sentence']:.1f} | {r['code_ppl']:.1f} | {r['distinct_codes']} of "
+                    f"{r['codebook_size']} | {r['updates']} | {r['train_minutes']:.1f} |")
+    rows.append(f"| *teacher, greedy (same test set, batch 1)* | | {teacher['bleu']:.2f} | {teacher['length_ratio']:.3f} "
+                f"| {teacher['ms_per_sentence']:.1f} | | | | |")
+    return "\n".join(rows)
+
+
+def plot(results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for r in results:
+        if r["curve"] and r["name"] not in SHARES_CHECKPOINT:
+            ax.plot(*zip(*r["curve"]), marker="o", label=r["name"])
+    ax.set_xlabel("updates")
+    ax.set_ylabel("one-shot BLEU on valid")
+    ax.set_title("Latent model ablation, Multi30k (vqlatent_transformer_small)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--base", type=Path, required=True, help="pipeline work dir with data/, teacher/, distilled/")
+    p.add_argument("--work", type=Path, default=REPO / "work" / "ablation")
+    p.add_argument("--max-update", type=int, default=300)
+    p.add_argument("--jobs", type=int, default=2, help="rows trained at once, one thread each")
+    p.add_argument("--only", help="comma-separated subset of: " + ", ".join(ROWS))
+    a = p.parse_args(argv)
+
+    names = list(ROWS) if not a.only else [n.strip() for n in a.only.split(",")]
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        p.error(f"unknown row(s) {unknown}; known: {list(ROWS)}")
+    for need in ("data/bin/subword-scheme", "teacher/checkpoint_best.pt", "distilled/bin/.done"):
+        if not (a.base / need).exists():
+            p.error(f"{a.base / need} not found: run scripts/pipeline.sh multi30k --work {a.base} first")
+    a.work.mkdir(parents=True, exist_ok=True)
+
+    teacher_dir = a.work / "teacher-greedy"
+    sh(["bash", REPO / "scripts" / "evaluate.sh", a.base / "teacher" / "checkpoint_best.pt", a.base / "data",
+        teacher_dir, "--task", "translation", "--", "--beam", "1", "--max-len-a", "1.2", "--max-len-b", "10"],
+       a.work / "teacher-greedy.log")
+    teacher = json.loads((teacher_dir / "result.json").read_text())
+
+    # Rows go in groups of --jobs: trained together, then measured one by one with nothing
+    # else running (latency), and the table is rewritten after every group.
+    results = []
+    for i in range(0, len(names), a.jobs):
+        group = names[i : i + a.jobs]
+        to_train = list(dict.fromkeys(SHARES_CHECKPOINT.get(n, n) for n in group))
+        with ThreadPoolExecutor(a.jobs) as pool:
+            list(pool.map(lambda n: train(n, a.base, a.work, a.max_update), to_train))
+        results += [measure(n, a.base, a.work) for n in group]
+        text = table(results, teacher)
+        (a.work / "ablation.md").write_text(text + "\n")
+        plot(results, a.work / "valid-bleu.png")
+    print(text)
+    print(f"\nplot: {a.work / 'valid-bleu.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
