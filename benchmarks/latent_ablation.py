@@ -34,18 +34,18 @@ from pathlib import Path
 from bottlenecks import REPO, code_health, sh, slug
 
 # name: (fairseq-train arguments on top of the recipe, generate arguments, start from the teacher)
-ROWS = {
+ROWS = {  # in the order they run, two at a time
     "recipe": ([], [], True),
-    "no teacher init": ([], [], False),
     "hard EM (vq)": (["--bottleneck", "vq"], [], True),
-    "greedy stop by argmax": ([], ["--latent-stop", "argmax"], True),  # decodes the recipe's checkpoint
     "full self-attention": (["--decoder-self-attention", "full"], [], True),
     "cosine codes": (["--cosine-codes"], [], True),
-    "fsq 8,5,5,5": (["--bottleneck", "fsq", "--dead-code-threshold", "0"], [], True),
+    "fsq (levels 8-5-5-5)": (["--bottleneck", "fsq", "--dead-code-threshold", "0"], [], True),
     "K = 64": (["--codebook-size", "64"], [], True),
     "n_c = 2": (["--compress-steps", "2"], [], True),
     "no label smoothing": (["--label-smoothing", "0"], [], True),
+    "no teacher init": ([], [], False),
     "target mixing": (["--target-mix-updates", "MAX_UPDATE"], [], True),
+    "greedy stop by argmax": ([], ["--latent-stop", "argmax"], True),  # decodes the recipe's checkpoint
 }
 SHARES_CHECKPOINT = {"greedy stop by argmax": "recipe"}
 VALID_BLEU = re.compile(r"\| valid on 'valid' subset \|.*?\| bleu ([\d.]+) \|.*?\| num_updates (\d+)")
