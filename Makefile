@@ -1,6 +1,8 @@
 # make demo:      set up .venv, then the whole distillation pipeline on Multi30k
 #                 (teacher, distillation, latent model, BLEU and latency table; ~35 minutes on 2 cores)
+# make benchmark-cpu: the same with CPU benchmark budgets (teacher 70 min, latent 60 min; ~150 min on 2 cores)
 # make benchmark: the same with the full budgets (scripts/pipeline.sh --full; meant for a GPU)
+# make ablation: the latent model's recipe one change at a time (benchmarks/latent_ablation.py; needs make demo's work dir)
 # make test:      set up .venv and run the test suite
 # make bottlenecks: every bottleneck for the same budget on Multi30k (benchmarks/bottlenecks.py)
 PYTHON ?= python3
@@ -11,7 +13,7 @@ WORK ?= work/demo
 # The shared corpus when it is there, else the official download.
 CORPUS_ARG = $(if $(wildcard $(CORPUS)/train.en),--corpus-dir $(CORPUS),)
 
-.PHONY: setup test demo benchmark bottlenecks clean
+.PHONY: setup test demo benchmark benchmark-cpu ablation bottlenecks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +31,14 @@ test: setup
 
 demo: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/pipeline.sh multi30k $(CORPUS_ARG) --work $(WORK)
+
+benchmark-cpu: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/pipeline.sh multi30k $(CORPUS_ARG) --teacher-minutes 70 --latent-minutes 60 \
+	  --work work/benchmark-cpu
+
+ablation: setup
+	$(BIN)/pip install -q '.[benchmark]'
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/latent_ablation.py --base $(WORK) --work work/ablation
 
 benchmark: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/pipeline.sh multi30k --full $(CORPUS_ARG) --work work/benchmark

@@ -42,6 +42,7 @@ ROWS = {  # in the order they run, two at a time
     "fsq (levels 8-5-5-5)": (["--bottleneck", "fsq", "--dead-code-threshold", "0"], [], True),
     "K = 64": (["--codebook-size", "64"], [], True),
     "n_c = 2": (["--compress-steps", "2"], [], True),
+    "lr 1e-3": (["--lr", "1e-3"], [], True),
     "no label smoothing": (["--label-smoothing", "0"], [], True),
     "no teacher init": ([], [], False),
     "target mixing": (["--target-mix-updates", "MAX_UPDATE"], [], True),

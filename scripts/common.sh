@@ -19,7 +19,7 @@ device_flags() {
 # hours MINUTES: fairseq's --stop-time-hours takes hours.
 hours() { python3 -c "print($1 / 60)"; }
 
-# best_checkpoint SAVE_DIR: checkpoint_best.pt (lowest valid loss), else checkpoint_last.pt.
+# best_checkpoint SAVE_DIR: checkpoint_best.pt (by the training's --best-checkpoint-metric), else checkpoint_last.pt.
 best_checkpoint() {
   local d=$1
   if [ -s "$d/checkpoint_best.pt" ]; then echo "$d/checkpoint_best.pt"
