@@ -127,7 +127,7 @@ paste "$DATA/orig/test.en" "$DATA/orig/test.de" "$WORK/eval/teacher-beam4/hyp.tx
   | awk -F'\t' -v n="$EXAMPLES" 'NR <= n { print "SRC      " $1; print "REF      " $2; print "TEACHER  " $3; print "LATENT   " $4; print "" }'
 
 echo "=== results: $CORPUS, $(basename "$TEACHER") of the teacher, $(basename "$LATENT") of the latent model"
-python3 "$REPO/scripts/results_table.py" \
+python3 "$REPO/scripts/results_table.py" --bleu-baseline 2 \
   "teacher, beam 4=$WORK/eval/teacher-beam4/result.json" \
   "teacher, greedy=$WORK/eval/teacher-greedy/result.json" \
   "latent codes (one-shot decoder)=$WORK/eval/latent/result.json" | tee "$WORK/results.md"

@@ -31,9 +31,10 @@ def pipeline(tmp_path_factory, corpus_dir):
 
 def test_pipeline_prints_the_three_system_table(pipeline):
     rows = re.findall(r"^\| (teacher, beam 4|teacher, greedy|latent codes \(one-shot decoder\)) \| ([\d.]+) \| "
-                      r"([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|$", pipeline.out, re.M)
+                      r"(\d+)% \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|$", pipeline.out, re.M)
     assert [r[0] for r in rows] == ["teacher, beam 4", "teacher, greedy", "latent codes (one-shot decoder)"], pipeline.out
-    assert rows[0][4] == "1.00"  # the baseline is its own reference
+    assert "| % of teacher, greedy | length ratio |" in pipeline.out
+    assert rows[0][6] == "1.00" and rows[1][2] == "100"  # the baselines are their own references
     assert f"{EVAL_LINES} test sentences; sacreBLEU nrefs:1|" in pipeline.out
     assert (pipeline.work / "results.md").read_text().count("\n| ") == 3  # the three rows under the header
 
