@@ -96,7 +96,7 @@ class LatentGenerator(nn.Module):
         logits, out_mask = model.decode_latents(z_q, latent_mask, encoder_out)
         lprobs = torch.log_softmax(logits.float(), -1)
         lprobs[..., self.banned] = float("-inf")
-        lprobs[..., self.eos].masked_fill_(self._before_last_block(out_mask, model.compression), float("-inf"))
+        lprobs[..., self.eos].masked_fill_(self._eos_banned(out_mask, model.compression), float("-inf"))
         scores, tokens = lprobs.max(-1)  # [B, T]
         eos_scores = lprobs[..., self.tgt_dict.eos()]
         return [
@@ -105,11 +105,12 @@ class LatentGenerator(nn.Module):
         ]
 
     @staticmethod
-    def _before_last_block(out_mask: Tensor, block: int) -> Tensor:
-        """[B, T] True at output positions before each sentence's last latent block."""
+    def _eos_banned(out_mask: Tensor, block: int) -> Tensor:
+        """[B, T] True where no sentence ends: before its last latent block, and at
+        position 0 (a sentence says at least one token)."""
         lengths = (~out_mask).sum(1, keepdim=True)  # L_b * 2^n_c
         positions = torch.arange(out_mask.size(1), device=out_mask.device).unsqueeze(0)
-        return positions < lengths - block
+        return (positions < lengths - block) | (positions == 0)
 
     def decode_codes(self, model, encoder_out: dict, src_tokens: Tensor, src_lengths: Tensor):
         """-> codes [B, L] (0 at padding), latent padding mask [B, L]."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turn fairseq-generate's output into one hypothesis per source line, in order.
 
-    collect_hypotheses.py GENERATE_OUT OUT --count N [--field H|D] [--fallback FILE]
+    collect_hypotheses.py GENERATE_OUT OUT --count N [--field H|D] [--fallback FILE | --allow-empty]
 
 fairseq-generate prints hypotheses sorted by length and, for inputs it cannot
 take (too long for the model, with --skip-invalid-size-inputs-valid-test), none at
@@ -10,7 +10,9 @@ source line i, so this checks the ids and counts rather than trusting them.
 
 Without --fallback a missing or empty hypothesis is an error. With it, such a
 line takes the fallback file's line instead (distillation falls back to the
-reference target) and the number of fallbacks is reported.
+reference target) and the number of fallbacks is reported. With --allow-empty
+(evaluation) an empty hypothesis is what the model said and is kept as an empty
+line; only a missing one is an error.
 """
 
 import argparse
@@ -37,7 +39,9 @@ def main(argv=None) -> int:
     p.add_argument("out")
     p.add_argument("--count", type=int, required=True, help="number of source lines")
     p.add_argument("--field", default="H", choices=["H", "D"])
-    p.add_argument("--fallback", help="file whose line i replaces a missing or empty hypothesis i")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--fallback", help="file whose line i replaces a missing or empty hypothesis i")
+    what.add_argument("--allow-empty", action="store_true", help="keep empty hypotheses as empty lines")
     a = p.parse_args(argv)
 
     hyps = read_hypotheses(a.generate_out, a.field)
@@ -53,7 +57,7 @@ def main(argv=None) -> int:
         if len(fallback) != a.count:
             print(f"error: {a.fallback} has {len(fallback)} lines, expected {a.count}", file=sys.stderr)
             return 1
-    missing = [i for i in range(a.count) if not hyps.get(i, "").strip()]
+    missing = [i for i in range(a.count) if i not in hyps or (not a.allow_empty and not hyps[i].strip())]
     if missing and fallback is None:
         print(f"error: {len(missing)} of {a.count} sentences have no hypothesis in {a.generate_out} "
               f"(first: line {missing[0] + 1})", file=sys.stderr)
@@ -65,6 +69,9 @@ def main(argv=None) -> int:
     if missing:
         print(f"   {len(missing)} of {a.count} sentences had no usable hypothesis (too long or empty) "
               f"and keep their reference")
+    empty = sum(1 for i in range(a.count) if i not in use_fallback and not hyps[i].strip())
+    if empty:
+        print(f"   {empty} of {a.count} hypotheses are empty")
     return 0
 
 

@@ -48,7 +48,7 @@ fairseq-generate "$DATA/bin" --user-dir "$USER_DIR" --task "$TASK" --path "$CKPT
   > "$OUT/generate.out" 2> "$OUT/generate.log" \
   || { tail -5 "$OUT/generate.log" >&2; die "fairseq-generate failed (log: $OUT/generate.log)"; }
 
-python3 "$REPO/scripts/collect_hypotheses.py" "$OUT/generate.out" "$OUT/hyp.tok" --count "$N" --field H
+python3 "$REPO/scripts/collect_hypotheses.py" "$OUT/generate.out" "$OUT/hyp.tok" --count "$N" --field H --allow-empty
 if [ "$SCHEME" = subword_nmt ]; then
   sacremoses -q -l de -j 1 detokenize < "$OUT/hyp.tok" > "$OUT/hyp.txt"
 else

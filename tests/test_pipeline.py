@@ -125,6 +125,13 @@ def test_collect_hypotheses_checks_ids_and_counts(tmp_path):
     proc = run([*script, "--count", "2", "--fallback", tmp_path / "ref"], check=False)
     assert proc.returncode == 1 and "ids up to 2 for 2 source lines" in proc.stderr
 
+    # evaluation keeps an empty hypothesis as the model's (empty) answer; a missing one stays an error
+    proc = run([*script, "--count", "3", "--allow-empty"])
+    assert lines(tmp_path / "out") == ["eins", "zwei", ""] and "1 of 3 hypotheses are empty" in proc.stdout
+    gen.write_text("H-0\t-0.1\teins\nH-2\t-0.3\t\n", encoding="utf-8")
+    proc = run([*script, "--count", "3", "--allow-empty"], check=False)
+    assert proc.returncode == 1 and "1 of 3 sentences have no hypothesis" in proc.stderr
+
 
 @pytest.mark.parametrize("cmd, message", [
     (["pipeline.sh", "europarl"], "error: unknown corpus 'europarl' (multi30k or wmt14)"),
