@@ -79,6 +79,7 @@ def measure(name: str, base: Path, work: Path) -> dict:
     out = work / slug(name)
     if (out / "result.json").exists():
         return json.loads((out / "result.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
     trained = work / slug(SHARES_CHECKPOINT.get(name, name))
     ckpt = trained / "ckpt" / "checkpoint_best.pt"
     print(f"== {name}: test BLEU and latency, codes over valid", flush=True)
