@@ -24,7 +24,7 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 CORPUS=${1:-}; [ -n "$CORPUS" ] || usage; shift
 case "$CORPUS" in multi30k|wmt14) ;; -h|--help) usage ;; *) die "unknown corpus '$CORPUS' (multi30k or wmt14)" ;; esac
 CORPUS_DIRS=() WORK=work/$CORPUS FULL=0 EXAMPLES=5

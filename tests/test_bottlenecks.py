@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fairseq_vqlatent.errors import VQLatentError
 from fairseq_vqlatent.modules.bottlenecks import BOTTLENECK_REGISTRY, build_bottleneck
 from fairseq_vqlatent.modules.bottlenecks.gmvq import kl_to_uniform, weighted_distance_logits
 from fairseq_vqlatent.modules.bottlenecks.schedules import geometric_anneal, linear_anneal
@@ -175,9 +176,9 @@ def test_semhash_soft_and_hard_bits():
 
 
 def test_semhash_refuses_a_codebook_size_that_is_not_a_power_of_two():
-    with pytest.raises(ValueError, match="power of two"):
+    with pytest.raises(VQLatentError, match="power of two"):
         make("semhash", codebook_size=12)
-    with pytest.raises(ValueError, match="semhash has no codebook"):
+    with pytest.raises(VQLatentError, match="semhash has no codebook"):
         make("semhash", dead_code_threshold=0.5)
 
 

@@ -3,6 +3,8 @@
 import re
 import shutil
 
+import pytest
+
 from conftest import REPO, TINY_TRAIN_ARGS, run, train_losses
 
 USER_DIR = ["--user-dir", str(REPO / "fairseq_vqlatent")]
@@ -96,3 +98,14 @@ def test_inspect_codes_reports_codebook_health(trained):
 def test_inspect_codes_names_a_missing_checkpoint(tmp_path):
     proc = run(["python", "-m", "fairseq_vqlatent.inspect_codes", tmp_path / "nope.pt", tmp_path], check=False)
     assert proc.returncode != 0 and "checkpoint" in proc.stderr and "does not exist" in proc.stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--bottleneck", "semhash", "--codebook-size", "500"], "error: --bottleneck semhash needs a power of two"),
+    (["--init-from-teacher", "/nonexistent/teacher.pt"], "error: --init-from-teacher: checkpoint /nonexistent/teacher.pt does not exist"),
+])
+def test_bad_training_options_are_one_line_errors(slice_data, tmp_path, extra, message):
+    proc = run(["fairseq-train", slice_data / "bin", *TINY_TRAIN_ARGS, "--max-update", "1", "--save-dir", tmp_path,
+                *extra], check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -152,3 +152,10 @@ def test_evaluating_a_latent_checkpoint_as_a_translation_model_is_refused(pipeli
     assert proc.returncode != 0
     assert "translation_vqlatent" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "e" / "result.json").exists()
+
+
+def test_pipeline_help_prints_the_header_only():
+    proc = run(["bash", REPO / "scripts" / "pipeline.sh", "--help"], check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("Every stage from raw corpus") and "checkpoint. Each stage logs" in proc.stderr
+    assert "set -euo" not in proc.stderr and "#" not in proc.stderr

@@ -13,6 +13,8 @@ from typing import Callable, Dict, Type
 import torch
 from torch import Tensor, nn
 
+from ...errors import VQLatentError
+
 BOTTLENECK_REGISTRY: Dict[str, Type["Bottleneck"]] = {}
 
 
@@ -29,7 +31,7 @@ def register_bottleneck(name: str) -> Callable[[Type["Bottleneck"]], Type["Bottl
 def build_bottleneck(name: str, dim: int, cfg) -> "Bottleneck":
     if name not in BOTTLENECK_REGISTRY:
         known = ", ".join(sorted(BOTTLENECK_REGISTRY))
-        raise ValueError(f"unknown --bottleneck {name!r}; known: {known}")
+        raise VQLatentError(f"unknown --bottleneck {name!r}; known: {known}")
     return BOTTLENECK_REGISTRY[name](dim, cfg)
 
 

@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ...errors import VQLatentError
+
 
 def squared_distances(z: Tensor, embed: Tensor) -> Tensor:
     """z [N, D], embed [K, D] -> [N, K] squared L2 distances, in fp32."""
@@ -97,7 +99,7 @@ class Codebook(nn.Module):
     def __init__(self, num_codes: int, dim: int, decay: float, init: str = "kmeans", dead_threshold: float = 0.0):
         super().__init__()
         if init not in ("kmeans", "random"):
-            raise ValueError(f"unknown codebook init {init!r}")
+            raise VQLatentError(f"unknown --codebook-init {init!r} (kmeans or random)")
         self.num_codes, self.dim, self.decay = num_codes, dim, decay
         self.dead_threshold = dead_threshold
         self.last_reseeded = 0

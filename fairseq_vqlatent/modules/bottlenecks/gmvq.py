@@ -1,5 +1,6 @@
 """Gaussian-mixture vector quantization trained with the aggregated-posterior
-bound, ALBO (the second paper in ../shared/papers; its first use for translation).
+bound, ALBO ("Gaussian Mixture Vector Quantization with Aggregated Categorical
+Posterior"; here in its first use for translation).
 
 A head on z_e emits a proxy z^ and raw weights w~, w = softplus(w~) [N, D]:
 

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ...errors import VQLatentError
 from .base import Bottleneck, BottleneckOutput, one_hot_float, register_bottleneck, scatter_positions
 from .schedules import linear_anneal
 
@@ -44,9 +45,9 @@ class SemanticHashingBottleneck(Bottleneck):
         super().__init__()
         num_bits = round(math.log2(cfg.codebook_size))
         if 2**num_bits != cfg.codebook_size:
-            raise ValueError(f"--bottleneck semhash needs a power of two for --codebook-size, not {cfg.codebook_size}")
+            raise VQLatentError(f"--bottleneck semhash needs a power of two for --codebook-size, not {cfg.codebook_size}")
         if getattr(cfg, "dead_code_threshold", 0.0) > 0:
-            raise ValueError("--dead-code-threshold applies to codebook bottlenecks; semhash has no codebook")
+            raise VQLatentError("--dead-code-threshold applies to codebook bottlenecks; semhash has no codebook")
         self.num_codes, self.num_bits = cfg.codebook_size, num_bits
         self.noise_std = cfg.semhash_noise
         self.anneal_updates = cfg.anneal_updates
