@@ -109,25 +109,31 @@ def table(results) -> str:
     return "\n".join(rows)
 
 
-def plot(results, path: Path) -> None:
+def plot_curves(curves, ylabel: str, title: str, path: Path, log_scale: bool = False) -> None:
+    """curves: {label: [(update, value), ...]} -> one line each against updates, saved to path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in results:
-        if r["curve"]:
-            updates, ppl = zip(*r["curve"])
-            ax.plot(updates, ppl, label=r["name"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for label, curve in curves.items():
+        if curve:
+            ax.plot(*zip(*curve), marker="o" if len(curve) < 20 else None, label=label)
     ax.set_xlabel("updates")
-    ax.set_ylabel("code perplexity (training batches)")
-    ax.set_yscale("log")
-    ax.set_title("Codebook use per bottleneck, vqlatent_transformer_small, Multi30k")
+    ax.set_ylabel(ylabel)
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def plot(results, path: Path) -> None:
+    plot_curves({r["name"]: r["curve"] for r in results}, "code perplexity (training batches)",
+                "Codebook use per bottleneck, vqlatent_transformer_small, Multi30k", path, log_scale=True)
 
 
 def main(argv=None) -> int:

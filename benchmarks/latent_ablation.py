@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bottlenecks import REPO, code_health, sh, slug
+from bottlenecks import REPO, code_health, plot_curves, sh, slug
 
 # name: (fairseq-train arguments on top of the recipe, generate arguments, start from the teacher)
 ROWS = {  # in the order they run, two at a time
@@ -112,22 +112,8 @@ def table(results, teacher: dict) -> str:
 
 
 def plot(results, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for r in results:
-        if r["curve"] and r["name"] not in SHARES_CHECKPOINT:
-            ax.plot(*zip(*r["curve"]), marker="o", label=r["name"])
-    ax.set_xlabel("updates")
-    ax.set_ylabel("one-shot BLEU on valid")
-    ax.set_title("Latent model ablation, Multi30k (vqlatent_transformer_small)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    curves = {r["name"]: r["curve"] for r in results if r["name"] not in SHARES_CHECKPOINT}
+    plot_curves(curves, "one-shot BLEU on valid", "Latent model ablation, Multi30k (vqlatent_transformer_small)", path)
 
 
 def main(argv=None) -> int:
