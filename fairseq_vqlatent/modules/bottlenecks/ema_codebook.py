@@ -14,7 +14,9 @@ With ``cosine=True`` data and codes live on the sphere of radius sqrt(D) (the
 scale of a LayerNorm'd vector): ``to_sphere`` is applied to z before the E-step
 and to every code after the M-step (spherical k-means). Then every code has the
 same norm, and the mean of a big cluster, shorter than its points, can no longer
-be nearer to unrelated points than their own codes are. The batch statistics are summed
+be nearer to unrelated points than their own codes are.
+
+The batch statistics are summed
 over data-parallel workers before the update, so every worker holds the same
 codebook. All statistics are fp32 whatever the model is cast to. k-means
 initialisation and dead-code re-seeding come from :class:`Codebook`.
