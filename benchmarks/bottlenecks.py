@@ -61,13 +61,19 @@ def last_valid(log: str) -> dict:
     return {k.strip(): v.strip() for k, v in (part.split(" ", 1) for part in found[-1].split(" | "))}
 
 
-def code_health(ckpt: Path, data: Path, log: Path):
-    """-> (code perplexity, distinct codes, codebook size) over valid, in eval mode (fairseq_vqlatent.inspect_codes)."""
+def code_health(ckpt: Path, data: Path, log: Path) -> dict:
+    """Codebook health over valid, in eval mode (fairseq_vqlatent.inspect_codes): code_ppl,
+    distinct_codes, codebook_size, code_spread, tokens_changed (% of output tokens the codes decide)."""
     sh([sys.executable, "-m", "fairseq_vqlatent.inspect_codes", ckpt, data / "bin", "--split", "valid"], log)
     inspect = log.read_text()
-    ppl = float(re.search(r"code perplexity +([\d.]+)", inspect).group(1))
     used, total = map(int, re.search(r"distinct codes +(\d+) of (\d+)", inspect).groups())
-    return ppl, used, total
+    return dict(
+        code_ppl=float(re.search(r"code perplexity +([\d.]+)", inspect).group(1)),
+        distinct_codes=used,
+        codebook_size=total,
+        code_spread=float(re.search(r"code spread +([\d.]+)", inspect).group(1)),
+        tokens_changed=float(re.search(r"tokens changed +([\d.]+)%", inspect).group(1)),
+    )
 
 
 def run_variant(name, extra, data: Path, work: Path, max_update: int) -> dict:
@@ -87,13 +93,13 @@ def run_variant(name, extra, data: Path, work: Path, max_update: int) -> dict:
     ckpt = out / "ckpt" / "checkpoint_last.pt"
 
     print(f"== {name}: codes over valid, BLEU on test", flush=True)
-    ppl, used, total = code_health(ckpt, data, out / "inspect.log")
+    health = code_health(ckpt, data, out / "inspect.log")
     sh(["bash", REPO / "scripts" / "evaluate.sh", ckpt, data, out / "eval", "--task", "translation_vqlatent",
         "--batch-size", "64"], out / "evaluate.log")
     bleu = json.loads((out / "eval" / "result.json").read_text())["bleu"]
 
     result = dict(name=name, recon_loss=float(valid["recon_loss"]), prior_loss=float(valid["prior_loss"]),
-                  code_ppl=ppl, distinct_codes=used, codebook_size=total, bleu=bleu, train_minutes=round(minutes, 1),
+                  **health, bleu=bleu, train_minutes=round(minutes, 1),
                   updates=int(valid["num_updates"]), curve=curve)
     result_file.write_text(json.dumps(result))
     return result

@@ -46,6 +46,7 @@ ROWS = {  # in the order they run, two at a time
     "no label smoothing": (["--label-smoothing", "0"], [], True),
     "no teacher init": ([], [], False),
     "target mixing": (["--target-mix-updates", "MAX_UPDATE"], [], True),
+    "source attention warmup": (["--source-attention-warmup", "HALF_UPDATE"], [], True),
     "greedy stop by argmax": ([], ["--latent-stop", "argmax"], True),  # decodes the recipe's checkpoint
 }
 SHARES_CHECKPOINT = {"greedy stop by argmax": "recipe"}
@@ -58,7 +59,8 @@ def train(name: str, base: Path, work: Path, max_update: int) -> Path:
     if (out / "ckpt" / ".done").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
-    extra = [str(max_update) if a == "MAX_UPDATE" else a for a in extra]
+    budget = {"MAX_UPDATE": str(max_update), "HALF_UPDATE": str(max_update // 2)}
+    extra = [budget.get(a, a) for a in extra]
     if from_teacher:
         extra += ["--init-from-teacher", str(base / "teacher" / "checkpoint_best.pt")]
     print(f"== {name}: training {max_update} updates", flush=True)
@@ -77,22 +79,25 @@ def train(name: str, base: Path, work: Path, max_update: int) -> Path:
 
 def measure(name: str, base: Path, work: Path) -> dict:
     out = work / slug(name)
-    if (out / "result.json").exists():
-        return json.loads((out / "result.json").read_text())
-    out.mkdir(parents=True, exist_ok=True)
     trained = work / slug(SHARES_CHECKPOINT.get(name, name))
     ckpt = trained / "ckpt" / "checkpoint_best.pt"
+    if (out / "result.json").exists():
+        result = json.loads((out / "result.json").read_text())
+        if "tokens_changed" not in result:  # measured before inspect_codes showed whether codes are read
+            result.update(code_health(ckpt, base / "distilled", out / "inspect.log"))
+            (out / "result.json").write_text(json.dumps(result))
+        return result
+    out.mkdir(parents=True, exist_ok=True)
     print(f"== {name}: test BLEU and latency, codes over valid", flush=True)
     sh(["bash", REPO / "scripts" / "evaluate.sh", ckpt, base / "data", out / "eval", "--task", "translation_vqlatent",
         "--", *ROWS[name][1]], out / "evaluate.log")
     test = json.loads((out / "eval" / "result.json").read_text())
-    ppl, used, total = code_health(ckpt, base / "distilled", out / "inspect.log")
     log = (trained / "train.log").read_text()
     curve = [(int(u), float(b)) for b, u in VALID_BLEU.findall(log)]
     updates = max(int(u) for u in re.findall(r"num_updates[ =](\d+)", log))
     result = dict(name=name, valid_bleu=max(b for _, b in curve), test_bleu=test["bleu"],
-                  length_ratio=test["length_ratio"], ms_per_sentence=test["ms_per_sentence"], code_ppl=ppl,
-                  distinct_codes=used, codebook_size=total, updates=updates, curve=curve,
+                  length_ratio=test["length_ratio"], ms_per_sentence=test["ms_per_sentence"],
+                  **code_health(ckpt, base / "distilled", out / "inspect.log"), updates=updates, curve=curve,
                   train_minutes=float((trained / "train-minutes").read_text()))
     (out / "result.json").write_text(json.dumps(result))
     return result
@@ -100,14 +105,15 @@ def measure(name: str, base: Path, work: Path) -> dict:
 
 def table(results, teacher: dict) -> str:
     rows = ["| row | valid BLEU | test BLEU | length ratio | ms / sentence (batch 1) | code perplexity (valid) "
-            "| distinct codes (valid) | updates | train minutes |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| distinct codes (valid) | code spread (valid) | tokens the codes change (valid) | updates | train minutes |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         rows.append(f"| {r['name']} | {r['valid_bleu']:.2f} | {r['test_bleu']:.2f} | {r['length_ratio']:.3f} "
                     f"| {r['ms_per_sentence']:.1f} | {r['code_ppl']:.1f} | {r['distinct_codes']} of "
-                    f"{r['codebook_size']} | {r['updates']} | {r['train_minutes']:.1f} |")
+                    f"{r['codebook_size']} | {r['code_spread']:.3f} | {r['tokens_changed']:.1f}% | {r['updates']} "
+                    f"| {r['train_minutes']:.1f} |")
     rows.append(f"| *teacher, greedy (same test set, batch 1)* | | {teacher['bleu']:.2f} | {teacher['length_ratio']:.3f} "
-                f"| {teacher['ms_per_sentence']:.1f} | | | | |")
+                f"| {teacher['ms_per_sentence']:.1f} | | | | | | |")
     return "\n".join(rows)
 
 

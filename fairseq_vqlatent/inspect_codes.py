@@ -7,6 +7,12 @@ Encodes every target of the split with the trained compressor and bottleneck
 distinct codes were used, the most frequent codes and the distribution of latent
 lengths. A healthy codebook uses a large share of its codes; a collapsed one
 shows a perplexity near 1 and a handful of codes.
+
+Distinct ids can hide a collapse: codes that sit on one point, or a decoder that
+never reads them. Two more lines show it: the spread of the used codes (their
+mean distance from each other over their mean norm) and the share of output
+tokens that change when every code is replaced by the most frequent one. A
+decoder that reads its codes changes many; a collapsed model changes none.
 """
 
 import argparse
@@ -17,12 +23,16 @@ import sys
 import torch
 
 
-def code_statistics(model, task, split: str, max_tokens: int):
-    """-> (counts [K] tensor, Counter of latent lengths)."""
+def _batches(model, task, split: str, max_tokens: int):
     dataset = task.dataset(split)
-    itr = task.get_batch_iterator(
+    return task.get_batch_iterator(
         dataset=dataset, max_tokens=max_tokens, max_positions=model.max_positions(), ignore_invalid_inputs=True
     ).next_epoch_itr(shuffle=False)
+
+
+def code_statistics(model, task, split: str, max_tokens: int):
+    """-> (counts [K] tensor, Counter of latent lengths)."""
+    itr = _batches(model, task, split, max_tokens)
     counts = torch.zeros(model.bottleneck.num_codes)
     lengths = collections.Counter()
     model.eval()
@@ -36,7 +46,39 @@ def code_statistics(model, task, split: str, max_tokens: int):
     return counts, lengths
 
 
-def report(counts: torch.Tensor, lengths: collections.Counter, top: int) -> str:
+def code_spread(model, counts: torch.Tensor) -> float:
+    """Mean distance between the used codes, weighted by use, over their mean norm:
+    near 0 when distinct ids share one point of the code space."""
+    used = (counts > 0).nonzero().flatten()
+    if len(used) < 2:
+        return 0.0
+    with torch.no_grad():
+        e = model.embed_codes(used).float()  # [U, code_dim]
+    w = counts[used] / counts[used].sum()
+    mean_distance = (w[:, None] * w[None, :] * torch.cdist(e, e)).sum() / (1 - (w**2).sum())
+    return float(mean_distance / e.norm(dim=-1).mean().clamp_min(1e-9))
+
+
+def code_reliance(model, task, split: str, max_tokens: int, counts: torch.Tensor) -> float:
+    """Share of output tokens (argmax, at real positions) that change when each
+    sentence's own codes are all replaced by the most frequent code."""
+    frequent = int(counts.argmax())
+    changed = total = 0
+    with torch.no_grad():
+        for sample in _batches(model, task, split, max_tokens):
+            net_input = sample["net_input"]
+            encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+            bn, latent_mask = model.encode_latents(sample["target"], encoder_out)
+            tokens = []
+            for codes in (bn.codes, torch.full_like(bn.codes, frequent)):
+                logits, out_mask = model.decode_latents(model.embed_codes(codes), latent_mask, encoder_out)
+                tokens.append(logits.argmax(-1))
+            changed += int((tokens[0] != tokens[1])[~out_mask].sum())
+            total += int((~out_mask).sum())
+    return changed / max(total, 1)
+
+
+def report(counts: torch.Tensor, lengths: collections.Counter, top: int, spread: float, reliance: float) -> str:
     from .criterions.vqlatent_loss import code_perplexity
 
     total = int(counts.sum())
@@ -45,6 +87,8 @@ def report(counts: torch.Tensor, lengths: collections.Counter, top: int) -> str:
         f"latent positions   {total}",
         f"code perplexity    {code_perplexity(counts):.1f}",
         f"distinct codes     {used} of {len(counts)} ({100.0 * used / len(counts):.1f}%)",
+        f"code spread        {spread:.3f} (mean distance between used codes / their norm)",
+        f"tokens changed     {100.0 * reliance:.1f}% when every code is replaced by the most frequent one",
         "most frequent codes (code: count, share):",
     ]
     values, codes = counts.topk(min(top, len(counts)))
@@ -85,8 +129,10 @@ def main(argv=None) -> None:
     except FileNotFoundError as e:
         sys.exit(f"error: split {args.split!r} not found in {args.data}: {e}")
     counts, lengths = code_statistics(model, task, args.split, args.max_tokens)
+    spread = code_spread(model, counts)
+    reliance = code_reliance(model, task, args.split, args.max_tokens, counts)
     print(f"{args.checkpoint} on {args.data} [{args.split}], bottleneck {model.cfg.bottleneck}")
-    print(report(counts, lengths, args.top))
+    print(report(counts, lengths, args.top, spread, reliance))
 
 
 if __name__ == "__main__":

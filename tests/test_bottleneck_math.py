@@ -214,3 +214,20 @@ def test_codebook_math_stays_fp32_under_autocast(name):
         results.append(bn.codebook.embed.clone())
     assert results[1].dtype == torch.float32
     torch.testing.assert_close(results[0], results[1], atol=0, rtol=0)
+
+
+def test_code_spread_is_zero_for_ids_on_one_point_and_exact_for_orthogonal_codes():
+    from types import SimpleNamespace
+
+    from fairseq_vqlatent.inspect_codes import code_spread
+
+    def model(embed):
+        return SimpleNamespace(embed_codes=lambda codes: embed[codes])
+
+    counts = torch.tensor([5.0, 5.0, 0.0])
+    on_one_point = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert code_spread(model(on_one_point), counts) == 0.0
+    # two used unit codes at distance sqrt(2), used equally: mean distance sqrt(2), norm 1
+    orthogonal = torch.tensor([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
+    assert abs(code_spread(model(orthogonal), counts) - 2**0.5) < 1e-6
+    assert code_spread(model(orthogonal), torch.tensor([3.0, 0.0, 0.0])) == 0.0  # one code: no spread

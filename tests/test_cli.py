@@ -93,6 +93,8 @@ def test_inspect_codes_reports_codebook_health(trained):
     assert float(re.search(r"code perplexity\s+([\d.]+)", out).group(1)) >= 1.0
     assert "most frequent codes" in out and "latent length" in out
     assert int(re.search(r"latent positions\s+(\d+)", out).group(1)) > 1014
+    assert 0.0 <= float(re.search(r"code spread\s+([\d.]+)", out).group(1))
+    assert 0.0 <= float(re.search(r"tokens changed\s+([\d.]+)%", out).group(1)) <= 100.0
 
 
 def test_inspect_codes_names_a_missing_checkpoint(tmp_path):

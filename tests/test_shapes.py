@@ -101,3 +101,27 @@ def test_full_self_attention_decoder_runs():
     model = build_tiny_model(task, decoder_self_attention="full").eval()
     out = model(**toy_batch(task, [5, 9]))
     assert not model.decoder.causal and torch.isfinite(out.logits).all()
+
+
+def test_source_attention_warmup_hides_the_source_then_shows_it():
+    task = toy_task()
+    model = build_tiny_model(task, source_attention_warmup=10).train()
+    batch = toy_batch(task, [5, 9])
+    src = batch["src_tokens"]
+    other_src = torch.cat([torch.flip(src[:, :-1], [1]), src[:, -1:]], 1)
+    codes = torch.tensor([[1, 0], [2, 3]])
+
+    def decoder_logits(src_tokens):
+        encoder_out = model.encoder(src_tokens, src_lengths=batch["src_lengths"])
+        return model.decode_latents(model.embed_codes(codes), codes.eq(-1), encoder_out)[0]
+
+    model.set_num_updates(0)  # every sentence hidden: the decoder reads only its codes
+    assert model._hide_source_probability() == 1.0
+    torch.testing.assert_close(decoder_logits(src), decoder_logits(other_src))
+    model.set_num_updates(5)
+    assert model._hide_source_probability() == 0.5
+    model.set_num_updates(10)  # warmup over: the source matters again
+    assert model._hide_source_probability() == 0.0
+    assert not torch.allclose(decoder_logits(src), decoder_logits(other_src))
+    model.eval().set_num_updates(0)  # never at inference
+    assert not torch.allclose(decoder_logits(src), decoder_logits(other_src))

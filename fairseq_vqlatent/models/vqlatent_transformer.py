@@ -114,6 +114,14 @@ class VQLatentTransformerConfig(FairseqDataclass):
             "layers initialise the encoder, the output decoder and the prior's layers (training from scratch only)"
         },
     )
+    source_attention_warmup: int = field(
+        default=0,
+        metadata={
+            "help": "hide the source from the output decoder for a share of the sentences falling linearly "
+            "from all to none over this many updates (0 = off): a decoder that can translate from the source "
+            "alone never learns to read the codes, and the codes collapse (docs/design.md)"
+        },
+    )
     target_mix_updates: int = field(
         default=0,
         metadata={
@@ -270,6 +278,8 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         x, mask = self.decompressor(zero_padding(self.from_code_space(z_q), latent_mask), latent_mask)
         if prev_output_tokens is not None:
             x = self._mix_targets(x, prev_output_tokens)
+        if self.training and self._hide_source_probability() > 0:
+            encoder_out = self._hide_source(encoder_out)
         return self.decoder(x, mask, encoder_out), mask
 
     def prior_logits(self, codes: Tensor, latent_mask: Tensor, encoder_out: dict) -> Tensor:
@@ -293,6 +303,19 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         # The prior sees codes as token ids, so its loss never reaches the codebook.
         prior_logits = self.prior_logits(bn.codes, latent_mask, encoder_out)
         return VQLatentOutput(logits, out_mask, prior_logits, latent_mask, bn)
+
+    # -- source-attention warmup (optional): word dropout for the source (Bowman et al. 2016)
+    def _hide_source_probability(self) -> float:
+        if self.cfg.source_attention_warmup <= 0:
+            return 0.0
+        return max(0.0, 1.0 - self.num_updates / self.cfg.source_attention_warmup)
+
+    def _hide_source(self, encoder_out: dict) -> dict:
+        """Zero the source states of a random share of sentences. Zeros, not a skipped
+        attention: every parameter stays in the graph (DDP) and each sentence decides alone."""
+        enc = encoder_out["encoder_out"][0]  # [S, B, D]
+        hide = torch.rand(enc.size(1), device=enc.device) < self._hide_source_probability()
+        return {**encoder_out, "encoder_out": [enc.masked_fill(hide.view(1, -1, 1), 0.0)]}
 
     # -- target mixing (optional, original reference)
     def _mix_probability(self) -> float:
