@@ -47,6 +47,8 @@ ROWS = {  # in the order they run, two at a time
     "no teacher init": ([], [], False),
     "target mixing": (["--target-mix-updates", "MAX_UPDATE"], [], True),
     "source attention warmup": (["--source-attention-warmup", "HALF_UPDATE"], [], True),
+    "batch-norm code space": (["--code-norm", "batch"], [], True),
+    "no commitment loss": (["--commitment-beta", "0"], [], True),
     "greedy stop by argmax": ([], ["--latent-stop", "argmax"], True),  # decodes the recipe's checkpoint
 }
 SHARES_CHECKPOINT = {"greedy stop by argmax": "recipe"}

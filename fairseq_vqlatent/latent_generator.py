@@ -12,6 +12,13 @@ codes, so its mass per code is small and an argmax stop ends sentences early.
 Beam search (--latent-beam > 1) is fairseq's own SequenceGenerator over the prior,
 fed the source encoding computed once here.
 
+Noisy parallel decoding (--latent-candidates N, Gu et al. 2018) decodes N code
+sequences per sentence in the same decoder pass: the greedy path and N - 1
+samples from the prior, or the N best of the latent beam. The candidate kept is
+the one with the best mean token log-probability, under the one-shot decoder
+itself or, with --rescore-teacher, under the autoregressive teacher (one
+batched forward pass, teacher_scorer.py).
+
 Training puts EOS only in a sentence's last latent block and fills that block
 after the EOS with EOS (criterions/vqlatent_loss.py), so decoding allows EOS only
 there. Hypotheses come in fairseq's format, so fairseq-generate and
@@ -19,7 +26,7 @@ fairseq-interactive print and score them as usual.
 """
 
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
@@ -27,6 +34,7 @@ from fairseq.sequence_generator import SequenceGenerator
 from torch import Tensor, nn
 
 from .errors import VQLatentError
+from .teacher_scorer import TeacherScorer
 
 
 class _PrecomputedEncoder(FairseqEncoder):
@@ -57,6 +65,9 @@ class LatentGenerator(nn.Module):
         max_len_b: int = 200,
         allow_empty_sources: bool = False,
         stop: str = "mass",
+        candidates: int = 1,
+        candidates_from: str = "sample",
+        scorer: Optional[TeacherScorer] = None,
     ):
         super().__init__()
         if len(models) != 1:
@@ -68,6 +79,11 @@ class LatentGenerator(nn.Module):
         if stop not in ("mass", "argmax"):
             raise VQLatentError(f"unknown latent stop rule {stop!r} (mass or argmax)")
         self.stop = stop
+        if candidates < 1:
+            raise VQLatentError(f"--latent-candidates must be at least 1, got {candidates}")
+        if candidates_from not in ("sample", "beam"):
+            raise VQLatentError(f"unknown candidate source {candidates_from!r} (sample or beam)")
+        self.candidates, self.candidates_from, self.scorer = candidates, candidates_from, scorer
         self.max_len_a = max_len_a
         self.max_len_b = max_len_b
         # Validation (--eval-bleu) must not stop training over an empty line; the CLIs refuse one.
@@ -91,18 +107,31 @@ class LatentGenerator(nn.Module):
             self._check_sources(sample, src_lengths)
 
         encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
-        codes, latent_mask = self.decode_codes(model, encoder_out, src_tokens, src_lengths)
+        codes, latent_mask = self.decode_codes(model, encoder_out, src_tokens, src_lengths)  # [B * N, L]
+        N = self.candidates
+        if N > 1:  # every sentence's candidates side by side in one decoder pass
+            order = torch.arange(src_tokens.size(0), device=src_tokens.device).repeat_interleave(N)
+            encoder_out = model.encoder.reorder_encoder_out(encoder_out, order)
+            src_tokens, src_lengths = src_tokens[order], src_lengths[order]
         z_q = model.embed_codes(codes).to(encoder_out["encoder_out"][0].dtype)
         logits, out_mask = model.decode_latents(z_q, latent_mask, encoder_out)
         lprobs = torch.log_softmax(logits.float(), -1)
         lprobs[..., self.banned] = float("-inf")
         lprobs[..., self.eos].masked_fill_(self._eos_banned(out_mask, model.compression), float("-inf"))
-        scores, tokens = lprobs.max(-1)  # [B, T]
+        scores, tokens = lprobs.max(-1)  # [B * N, T]
         eos_scores = lprobs[..., self.tgt_dict.eos()]
-        return [
-            [self._hypothesis(tokens[b], scores[b], eos_scores[b], int((~out_mask[b]).sum()))]
+        hyps = [
+            self._hypothesis(tokens[b], scores[b], eos_scores[b], int((~out_mask[b]).sum()))
             for b in range(tokens.size(0))
         ]
+        if N == 1:
+            return [[h] for h in hyps]
+        if self.scorer is not None:
+            fitness = self.scorer.to(logits).score(src_tokens, src_lengths, [h["tokens"] for h in hyps])
+        else:
+            fitness = torch.stack([h["score"] for h in hyps])
+        best = fitness.view(-1, N).argmax(1).tolist()
+        return [[hyps[b * N + i]] for b, i in enumerate(best)]
 
     @staticmethod
     def _eos_banned(out_mask: Tensor, block: int) -> Tensor:
@@ -113,18 +142,30 @@ class LatentGenerator(nn.Module):
         return (positions < lengths - block) | (positions == 0)
 
     def decode_codes(self, model, encoder_out: dict, src_tokens: Tensor, src_lengths: Tensor):
-        """-> codes [B, L] (0 at padding), latent padding mask [B, L]."""
+        """-> codes [B * N, L] (0 at padding), latent padding mask [B * N, L]: N candidates
+        per sentence, consecutive, the search's best first."""
         budget = self.max_latents(int(src_lengths.max()))
         model.check_latent_length(budget)
-        if self.latent_beam == 1:
+        N = self.candidates
+        if N > 1 and self.candidates_from == "sample":
+            B = src_tokens.size(0)
+            order = torch.arange(B, device=src_tokens.device).repeat_interleave(N)
+            sample = torch.arange(B * N, device=src_tokens.device) % N != 0  # candidate 0 is the greedy path
+            return self.greedy_codes(model, model.encoder.reorder_encoder_out(encoder_out, order), budget, sample)
+        if self.latent_beam == 1 and N == 1:
             return self.greedy_codes(model, encoder_out, budget)
-        return self.beam_codes(model, encoder_out, src_tokens, src_lengths, budget)
+        return self.beam_codes(model, encoder_out, src_tokens, src_lengths, budget, nbest=N)
 
-    def greedy_codes(self, model, encoder_out: dict, budget: int):
-        """The prior's greedy path over its incremental state; at least one code each."""
+    def greedy_codes(self, model, encoder_out: dict, budget: int, sample: Optional[Tensor] = None):
+        """The prior's greedy path over its incremental state; at least one code each.
+        Rows where ``sample`` [B] is True draw each step (a code or the end) from the prior instead."""
         d, K = model.code_dict, model.bottleneck.num_codes
         B = encoder_out["encoder_out"][0].size(1)
         device = encoder_out["encoder_out"][0].device
+        if sample is not None:
+            not_drawn = torch.zeros(K + d.nspecial, dtype=torch.bool, device=device)
+            not_drawn[: d.nspecial] = True
+            not_drawn[d.eos()] = False
         prev = torch.full((B, 1), d.eos(), dtype=torch.long, device=device)
         lengths = torch.full((B,), budget, dtype=torch.long, device=device)
         running = torch.ones(B, dtype=torch.bool, device=device)
@@ -132,36 +173,52 @@ class LatentGenerator(nn.Module):
         for step in range(budget):
             logits, _ = model.prior(prev, encoder_out=encoder_out, incremental_state=state)
             logits = logits[:, -1].float()  # [B, K + nspecial]
-            if step > 0:
-                lprobs = torch.log_softmax(logits, -1)
-                if self.stop == "mass":
-                    ends = lprobs[:, d.eos()] > math.log(0.5)
-                else:
-                    ends = logits.argmax(-1) == d.eos()
-                ends &= running
-                lengths[ends] = step
-                running &= ~ends
-                if not running.any():
-                    break
-            code = logits[:, d.nspecial : d.nspecial + K].argmax(-1)
-            prev = torch.cat([prev, (code + d.nspecial).unsqueeze(1)], dim=1)
+            token = logits[:, d.nspecial : d.nspecial + K].argmax(-1) + d.nspecial
+            ends = self._stops(logits, d.eos()) if step > 0 else torch.zeros_like(running)
+            if sample is not None:
+                drawn = torch.multinomial(self._drawable(logits, not_drawn, d.eos(), step), 1).squeeze(1)
+                token = torch.where(sample, drawn, token)
+                ends = torch.where(sample, drawn == d.eos(), ends)
+            ends &= running
+            lengths[ends] = step
+            running &= ~ends
+            if not running.any():
+                break
+            prev = torch.cat([prev, token.unsqueeze(1)], dim=1)
         L = int(lengths.max())
         latent_mask = torch.arange(L, device=device).unsqueeze(0) >= lengths.unsqueeze(1)
         codes = (prev[:, 1 : L + 1] - d.nspecial).masked_fill(latent_mask, 0)
         return codes, latent_mask
 
-    def beam_codes(self, model, encoder_out: dict, src_tokens: Tensor, src_lengths: Tensor, budget: int):
+    def _stops(self, logits: Tensor, eos: int) -> Tensor:
+        """[B, K + nspecial] -> [B] whether the greedy path ends here."""
+        if self.stop == "mass":
+            return torch.log_softmax(logits, -1)[:, eos] > math.log(0.5)
+        return logits.argmax(-1) == eos
+
+    @staticmethod
+    def _drawable(logits: Tensor, not_drawn: Tensor, eos: int, step: int) -> Tensor:
+        """[B, K + nspecial] -> probabilities over the codes and, after the first step, the end."""
+        logits = logits.masked_fill(not_drawn, float("-inf"))
+        if step == 0:
+            logits[:, eos] = float("-inf")  # a sentence has at least one code
+        return torch.softmax(logits, -1)
+
+    def beam_codes(
+        self, model, encoder_out: dict, src_tokens: Tensor, src_lengths: Tensor, budget: int, nbest: int = 1
+    ):
         prior_model = FairseqEncoderDecoderModel(_PrecomputedEncoder(model.encoder, encoder_out), model.prior)
         search = SequenceGenerator(
             [prior_model],
             model.code_dict,
-            beam_size=self.latent_beam,
+            beam_size=max(self.latent_beam, nbest),
             max_len_a=0,
             max_len_b=budget,
             min_len=1,
         )
         sample = {"net_input": {"src_tokens": src_tokens, "src_lengths": src_lengths}}
-        best = [hyps[0]["tokens"] for hyps in search._generate(sample)]  # each ends with end-of-latents
+        # each ends with end-of-latents; a short beam repeats its last hypothesis
+        best = [hyps[min(i, len(hyps) - 1)]["tokens"] for hyps in search._generate(sample) for i in range(nbest)]
         lengths = [len(t) - 1 for t in best]
         B, L = len(best), max(lengths)
         codes = src_tokens.new_zeros(B, L)

@@ -72,15 +72,41 @@ def test_latent_length_beyond_the_prior_is_a_clear_error(trained):
     assert "Traceback" not in proc.stderr
 
 
-def test_an_autoregressive_checkpoint_is_refused_clearly(slice_data, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_teacher(slice_data, tmp_path_factory):
+    """An autoregressive transformer on the same data (3 updates): a teacher for the CLIs."""
+    save = tmp_path_factory.mktemp("teacher")
     run(["fairseq-train", slice_data / "bin", *USER_DIR, "--arch", "transformer", "--encoder-layers", "1",
          "--decoder-layers", "1", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
          "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--optimizer", "adam", "--lr", "1e-3",
-         "--max-tokens", "2048", "--max-update", "3", "--cpu", "--save-dir", tmp_path, "--no-epoch-checkpoints"])
-    proc = run(["fairseq-generate", slice_data / "bin", *GEN, "--path", tmp_path / "checkpoint_last.pt",
-                "--gen-subset", "valid"], check=False)
+         "--max-tokens", "2048", "--max-update", "3", "--cpu", "--save-dir", save, "--no-epoch-checkpoints"])
+    return save / "checkpoint_last.pt"
+
+
+def test_an_autoregressive_checkpoint_is_refused_clearly(slice_data, tiny_teacher):
+    proc = run(["fairseq-generate", slice_data / "bin", *GEN, "--path", tiny_teacher, "--gen-subset", "valid"],
+               check=False)
     assert proc.returncode != 0
     assert "holds a 'transformer' model, not a vqlatent_transformer" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_noisy_parallel_decoding_with_teacher_rescoring(trained, tiny_teacher):
+    proc = run(["fairseq-generate", trained.data / "bin", *GEN, "--path", trained.save / "checkpoint_last.pt",
+                "--gen-subset", "valid", "--latent-candidates", "3", "--rescore-teacher", tiny_teacher])
+    assert len(hypotheses(proc.stdout)) == 1014
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--rescore-teacher", "TEACHER"], "give --latent-candidates 2 or more"),
+    (["--latent-candidates", "2", "--rescore-teacher", "LATENT"], "is a latent model; rescoring needs"),
+    (["--latent-candidates", "2", "--rescore-teacher", "/nope.pt"], "checkpoint /nope.pt does not exist"),
+])
+def test_bad_rescoring_options_are_one_line_errors(trained, tiny_teacher, extra, message):
+    paths = {"TEACHER": str(tiny_teacher), "LATENT": str(trained.save / "checkpoint_last.pt")}
+    proc = run(["fairseq-generate", trained.data / "bin", *GEN, "--path", trained.save / "checkpoint_last.pt",
+                "--gen-subset", "valid", *[paths.get(a, a) for a in extra]], check=False)
+    assert proc.returncode != 0 and message in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from conftest import build_tiny_model, toy_batch, toy_task
 from fairseq_vqlatent.criterions.vqlatent_loss import VQLatentLoss, output_targets
+from fairseq_vqlatent import VQLatentError
 from fairseq_vqlatent.latent_generator import LatentGenerator
 
 
@@ -165,6 +166,68 @@ def test_greedy_search_gives_fairseqs_codes_under_the_argmax_stop():
     assert torch.equal(mask, ref_mask) and torch.equal(codes, ref_codes)
 
 
+# ------------------------------------------------------------ noisy parallel decoding
+
+
+@pytest.mark.parametrize("source", ["sample", "beam"])
+def test_candidates_share_one_pass_and_the_best_scored_is_kept(source):
+    task = toy_task()
+    model, sample = trained_prior_model(task)
+    greedy = LatentGenerator([model], task.target_dictionary, max_len_a=0, max_len_b=40)
+    npd = LatentGenerator([model], task.target_dictionary, max_len_a=0, max_len_b=40, candidates=4,
+                          candidates_from=source)
+    src, lengths = sample["net_input"]["src_tokens"], sample["net_input"]["src_lengths"]
+    torch.manual_seed(1)
+    with torch.no_grad():
+        codes, mask = npd.decode_codes(model, model.encoder(src, src_lengths=lengths), src, lengths)
+        one = [h[0] for h in greedy.generate([model], sample)]
+        torch.manual_seed(1)
+        best = [h[0] for h in npd.generate([model], sample)]
+    assert codes.shape[0] == 4 * src.size(0)  # every candidate, side by side
+    if source == "sample":
+        greedy_codes, greedy_mask = greedy.decode_codes(model, model.encoder(src, src_lengths=lengths), src, lengths)
+        L = greedy_codes.size(1)
+        assert torch.equal(codes[::4, :L].masked_fill(mask[::4, :L], 0), greedy_codes)  # candidate 0 is greedy
+        for g, b in zip(one, best):  # the kept candidate scores at least as well as the greedy one
+            assert b["score"] >= g["score"] - 1e-6
+
+
+def test_a_scorer_chooses_the_candidate():
+    task = toy_task()
+    model, sample = trained_prior_model(task)
+
+    class PreferLongest:
+        seen = []
+
+        def to(self, like):
+            return self
+
+        def score(self, src_tokens, src_lengths, hypotheses):
+            assert src_tokens.size(0) == len(hypotheses)  # sources repeated per candidate
+            self.seen = hypotheses
+            return torch.tensor([float(len(h)) for h in hypotheses])
+
+    scorer = PreferLongest()
+    npd = LatentGenerator([model], task.target_dictionary, max_len_a=0, max_len_b=40, candidates=4, scorer=scorer)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        best = [h[0]["tokens"] for h in npd.generate([model], sample)]
+    assert len(scorer.seen) == 4 * len(best)
+    for b, chosen in enumerate(best):
+        candidates = scorer.seen[4 * b : 4 * b + 4]
+        assert len(chosen) == max(len(c) for c in candidates)
+        assert any(torch.equal(chosen, c) for c in candidates)
+
+
+def test_bad_candidate_options_are_refused():
+    task = toy_task()
+    model = build_tiny_model(task)
+    with pytest.raises(VQLatentError, match="at least 1"):
+        LatentGenerator([model], task.target_dictionary, candidates=0)
+    with pytest.raises(VQLatentError, match="sample or beam"):
+        LatentGenerator([model], task.target_dictionary, candidates=2, candidates_from="nope")
+
+
 # ------------------------------------------------------------ the loss weights mean what they say
 
 
@@ -208,7 +271,7 @@ def test_each_loss_term_is_a_mean_over_its_own_units():
     # commitment: beta times the mean over latents of the squared distance, averaged over dimensions
     with torch.no_grad():
         z_e, latent_mask = model.compressor(batch["target"], None)
-        z = model.to_code_space(z_e)[~latent_mask]
+        z = model.project_in(z_e, latent_mask)[~latent_mask]
     e = codes_before_m_step[out.bottleneck.codes[~latent_mask]]
     commitment = beta * (z - e).pow(2).mean(-1).mean()
 

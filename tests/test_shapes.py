@@ -125,3 +125,16 @@ def test_source_attention_warmup_hides_the_source_then_shows_it():
     assert not torch.allclose(decoder_logits(src), decoder_logits(other_src))
     model.eval().set_num_updates(0)  # never at inference
     assert not torch.allclose(decoder_logits(src), decoder_logits(other_src))
+
+
+def test_a_batch_normed_code_space_has_unit_variance_over_real_latents_only():
+    task = toy_task()
+    model = build_tiny_model(task, code_dim=4, code_norm="batch").train()
+    batch = toy_batch(task, [5, 9, 30, 17])
+    z_e, mask = model.compressor(batch["target"], None)
+    z = model.project_in(z_e, mask)
+    real = z[~mask]
+    torch.testing.assert_close(real.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(real.var(0, unbiased=False), torch.ones(4), atol=1e-3, rtol=0)
+    assert z[mask].abs().sum() == 0  # padding neither counts nor changes
+    model(**batch)  # and the whole model trains with it

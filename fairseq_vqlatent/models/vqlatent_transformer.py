@@ -23,6 +23,7 @@ from ..modules.conv_blocks import zero_padding
 from ..modules import (
     BOTTLENECK_REGISTRY,
     BottleneckOutput,
+    CodeSpaceProjection,
     Compressor,
     Decompressor,
     LatentPrior,
@@ -61,6 +62,13 @@ class VQLatentTransformerConfig(FairseqDataclass):
     )
     bottleneck: ChoiceEnum(sorted(BOTTLENECK_REGISTRY)) = field(
         default="soft_em", metadata={"help": "discretization bottleneck"}
+    )
+    code_norm: ChoiceEnum(["layer", "batch"]) = field(
+        default="layer",
+        metadata={
+            "help": "normalisation of the code space: per latent (layer) or per dimension over the batch's "
+            "latents (batch), which keeps the code space from shrinking to one point (modules/code_space.py)"
+        },
     )
     code_dim: int = field(
         default=0,
@@ -180,13 +188,9 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         self.cfg = cfg
         self.compressor = compressor
         dim, code_dim = cfg.encoder_embed_dim, cfg.code_dim or cfg.encoder_embed_dim
-        # A fresh projection has a small, drifting scale, which flattens the soft-EM posterior
-        # softmax(-||z - e||^2); the LayerNorm fixes the scale of the code space.
-        self.to_code_space = (
-            nn.Sequential(nn.Linear(dim, code_dim), nn.LayerNorm(code_dim, elementwise_affine=False))
-            if code_dim != dim
-            else nn.Identity()
-        )
+        # The compressor ends in a LayerNorm: without a projection, z_e is already on a fixed scale.
+        norm = safe_getattr(cfg, "code_norm", "layer")  # checkpoints from before the option
+        self.to_code_space = CodeSpaceProjection(dim, code_dim, norm) if code_dim != dim or norm != "layer" else None
         self.from_code_space = nn.Linear(code_dim, dim) if code_dim != dim else nn.Identity()
         self.bottleneck = bottleneck
         self.decompressor = decompressor
@@ -262,7 +266,11 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         """target [B, T] -> BottleneckOutput (in code space), latent padding mask [B, L]."""
         self.check_latent_length(latent_length(target.size(1), self.cfg.compress_steps))
         z_e, latent_mask = self.compressor(target, encoder_out)
-        return self.bottleneck(self.to_code_space(z_e), latent_mask), latent_mask
+        return self.bottleneck(self.project_in(z_e, latent_mask), latent_mask), latent_mask
+
+    def project_in(self, z_e: Tensor, latent_mask: Tensor) -> Tensor:
+        """z_e [B, L, D] -> the bottleneck's input [B, L, code_dim]."""
+        return z_e if self.to_code_space is None else self.to_code_space(z_e, latent_mask)
 
     def embed_codes(self, codes: Tensor) -> Tensor:
         """codes [B, L] -> code embeddings in code space [B, L, code_dim]."""
@@ -334,6 +342,13 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         take = torch.rand(x.shape[:2], device=x.device) < self._mix_probability()
         take &= prev.ne(self.decoder.padding_idx)
         return torch.where(take.unsqueeze(-1), emb.to(x.dtype), x)
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        # Checkpoints before modules/code_space.py held the projection as nn.Sequential(Linear, LayerNorm).
+        prefix = f"{name}." if name else ""
+        for key in [k for k in state_dict if k.startswith(f"{prefix}to_code_space.0.")]:
+            state_dict[key.replace("to_code_space.0.", "to_code_space.linear.")] = state_dict.pop(key)
+        super().upgrade_state_dict_named(state_dict, name)
 
     def set_num_updates(self, num_updates):
         super().set_num_updates(num_updates)

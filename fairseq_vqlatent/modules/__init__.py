@@ -1,4 +1,5 @@
 from .bottlenecks import BOTTLENECK_REGISTRY, Bottleneck, BottleneckOutput, build_bottleneck
+from .code_space import CodeSpaceProjection
 from .compressor import Compressor, latent_length
 from .decompressor import Decompressor
 from .latent_prior import LatentPrior, code_dictionary
@@ -8,6 +9,7 @@ __all__ = [
     "BOTTLENECK_REGISTRY",
     "Bottleneck",
     "BottleneckOutput",
+    "CodeSpaceProjection",
     "Compressor",
     "Decompressor",
     "LatentPrior",

@@ -3,6 +3,7 @@
 import logging
 from dataclasses import dataclass, field
 
+from fairseq import utils
 from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
@@ -12,6 +13,7 @@ from ..teacher_init import initialize_from_teacher
 from ..latent_generator import LatentGenerator
 from ..models.vqlatent_transformer import is_vqlatent_model
 from ..modules import Bottleneck
+from ..teacher_scorer import TeacherScorer
 
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,24 @@ class TranslationVQLatentConfig(TranslationConfig):
         metadata={
             "help": "greedy code search: stop when end-of-latents is more probable than all codes together "
             "(mass) or than the likeliest code (argmax)"
+        },
+    )
+    latent_candidates: int = field(
+        default=1,
+        metadata={
+            "help": "noisy parallel decoding: decode this many code sequences per sentence in one decoder pass "
+            "and keep the best (1 = off)"
+        },
+    )
+    latent_candidates_from: ChoiceEnum(["sample", "beam"]) = field(
+        default="sample",
+        metadata={"help": "the candidates: the greedy path plus samples from the prior, or the latent beam's best"},
+    )
+    rescore_teacher: str = field(
+        default="",
+        metadata={
+            "help": "choose among --latent-candidates by this autoregressive teacher's score (one batched forward "
+            "pass) instead of the one-shot decoder's own"
         },
     )
 
@@ -45,13 +65,23 @@ class TranslationVQLatentTask(TranslationTask):
         if getattr(args, "score_reference", False):
             raise VQLatentError("--score-reference is not supported: the output is decoded in one shot from codes")
         # --eval-bleu passes a plain Namespace: read every option with a default.
+        def option(name):
+            return getattr(args, name, None) or getattr(self.cfg, name)
+
+        teacher = option("rescore_teacher")
+        if teacher and option("latent_candidates") < 2:
+            raise VQLatentError("--rescore-teacher chooses among candidates: give --latent-candidates 2 or more")
+        scorer = TeacherScorer(teacher, utils.split_paths(self.cfg.data)[0], self.target_dictionary) if teacher else None
         return LatentGenerator(
             models,
             self.target_dictionary,
-            latent_beam=getattr(args, "latent_beam", None) or self.cfg.latent_beam,
+            latent_beam=option("latent_beam"),
             max_len_a=getattr(args, "max_len_a", 0),
             max_len_b=getattr(args, "max_len_b", 200),
-            stop=getattr(args, "latent_stop", None) or self.cfg.latent_stop,
+            stop=option("latent_stop"),
+            candidates=option("latent_candidates"),
+            candidates_from=option("latent_candidates_from"),
+            scorer=scorer,
         )
 
     def build_model(self, cfg, from_checkpoint=False):
