@@ -177,8 +177,13 @@ class VQLatentOutput:
 
 
 def is_vqlatent_model(model) -> bool:
-    """True for a latent Transformer, also inside fairseq's DDP wrappers."""
-    return isinstance(getattr(model, "module", model), VQLatentTransformerModel)
+    """True for a latent Transformer, also inside fairseq's DDP wrappers, which nest
+    (ModuleProxyWrapper around LegacyDistributedDataParallel around the model)."""
+    for _ in range(4):
+        if isinstance(model, VQLatentTransformerModel):
+            return True
+        model = getattr(model, "module", None)
+    return False
 
 
 @register_model("vqlatent_transformer", dataclass=VQLatentTransformerConfig)

@@ -13,6 +13,7 @@ from ..teacher_init import initialize_from_teacher
 from ..latent_generator import LatentGenerator
 from ..models.vqlatent_transformer import is_vqlatent_model
 from ..modules import Bottleneck
+from ..state_digest import write_state_digest
 from ..teacher_scorer import TeacherScorer
 
 
@@ -45,6 +46,13 @@ class TranslationVQLatentConfig(TranslationConfig):
         metadata={
             "help": "choose among --latent-candidates by this autoregressive teacher's score (one batched forward "
             "pass) instead of the one-shot decoder's own"
+        },
+    )
+    state_digest_dir: str = field(
+        default="",
+        metadata={
+            "help": "at every validation, each worker appends the model's update count and a SHA-256 of its "
+            "parameters and buffers to DIR/rank-R.txt: data-parallel workers must write the same lines"
         },
     )
 
@@ -92,6 +100,11 @@ class TranslationVQLatentTask(TranslationTask):
         if getattr(self, "sequence_generator", None) is not None:  # --eval-bleu
             self.sequence_generator.allow_empty_sources = True
         return model
+
+    def begin_valid_epoch(self, epoch, model):
+        super().begin_valid_epoch(epoch, model)
+        if self.cfg.state_digest_dir:
+            write_state_digest(model, self.cfg.state_digest_dir, getattr(model, "num_updates", 0))
 
     def get_batch_iterator(self, dataset, *args, **kwargs):
         # fairseq drops a final batch whose size is not a multiple of
