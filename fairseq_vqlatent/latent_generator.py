@@ -76,8 +76,8 @@ class LatentGenerator(nn.Module):
         self.tgt_dict = tgt_dict
         self.eos = tgt_dict.eos()  # fairseq-generate strips it from printed output
         self.latent_beam = latent_beam
-        if stop not in ("mass", "argmax"):
-            raise VQLatentError(f"unknown latent stop rule {stop!r} (mass or argmax)")
+        if stop not in ("mass", "median", "argmax"):
+            raise VQLatentError(f"unknown latent stop rule {stop!r} (mass, median or argmax)")
         self.stop = stop
         if candidates < 1:
             raise VQLatentError(f"--latent-candidates must be at least 1, got {candidates}")
@@ -170,11 +170,12 @@ class LatentGenerator(nn.Module):
         lengths = torch.full((B,), budget, dtype=torch.long, device=device)
         running = torch.ones(B, dtype=torch.bool, device=device)
         state: Dict = {}
+        survival = torch.ones(B, device=device)  # P(not stopped before this step), along the path
         for step in range(budget):
             logits, _ = model.prior(prev, encoder_out=encoder_out, incremental_state=state)
             logits = logits[:, -1].float()  # [B, K + nspecial]
             token = logits[:, d.nspecial : d.nspecial + K].argmax(-1) + d.nspecial
-            ends = self._stops(logits, d.eos()) if step > 0 else torch.zeros_like(running)
+            ends = self._stops(logits, d.eos(), survival) if step > 0 else torch.zeros_like(running)
             if sample is not None:
                 drawn = torch.multinomial(self._drawable(logits, not_drawn, d.eos(), step), 1).squeeze(1)
                 token = torch.where(sample, drawn, token)
@@ -190,10 +191,15 @@ class LatentGenerator(nn.Module):
         codes = (prev[:, 1 : L + 1] - d.nspecial).masked_fill(latent_mask, 0)
         return codes, latent_mask
 
-    def _stops(self, logits: Tensor, eos: int) -> Tensor:
-        """[B, K + nspecial] -> [B] whether the greedy path ends here."""
+    def _stops(self, logits: Tensor, eos: int, survival: Tensor) -> Tensor:
+        """[B, K + nspecial] -> [B] whether the greedy path ends here; ``survival`` [B]
+        (the probability of having gone on so far) is updated in place."""
+        p_end = torch.softmax(logits, -1)[:, eos]
+        survival.mul_(1 - p_end)
+        if self.stop == "median":
+            return survival <= 0.5
         if self.stop == "mass":
-            return torch.log_softmax(logits, -1)[:, eos] > math.log(0.5)
+            return p_end > 0.5
         return logits.argmax(-1) == eos
 
     @staticmethod

@@ -16,7 +16,7 @@
 #   --examples N           example translations to show (default 5)
 #
 # Budgets (a training stops at whichever of minutes/updates comes first; 0 = no limit):
-#   multi30k demo: teacher 8 min, latent 12 min      multi30k --full: 20k / 30k updates
+#   multi30k demo: teacher 8 min, latent 15 min      multi30k --full: 20k / 30k updates
 #   (make benchmark-cpu: teacher 70 min, latent 60 min, about 150 minutes on 2 cores)
 #   wmt14:         teacher 100k, latent 200k updates (a GPU cluster's job)
 # Resumable: a finished stage is skipped, an interrupted training resumes from its
@@ -47,7 +47,7 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$CORPUS" = multi30k ] && [ "$FULL" = 0 ]; then
-  : "${TEACHER_MINUTES:=8}" "${TEACHER_UPDATES:=0}" "${LATENT_MINUTES:=12}" "${LATENT_UPDATES:=0}"
+  : "${TEACHER_MINUTES:=8}" "${TEACHER_UPDATES:=0}" "${LATENT_MINUTES:=15}" "${LATENT_UPDATES:=0}"
 elif [ "$CORPUS" = multi30k ]; then
   : "${TEACHER_MINUTES:=0}" "${TEACHER_UPDATES:=20000}" "${LATENT_MINUTES:=0}" "${LATENT_UPDATES:=30000}"
 else

@@ -138,6 +138,22 @@ def test_the_search_stops_when_end_of_latents_outweighs_the_codes(stop, p_end, l
     assert codes.shape == (2, length) and not mask.any()
 
 
+
+@pytest.mark.parametrize("stop, length", [("mass", 10), ("median", 2), ("argmax", 1)])
+def test_the_median_stop_accumulates_the_priors_stop_probabilities(stop, length):
+    # end-of-latents at 0.3 on every step after the first: it never outweighs the codes
+    # (mass runs to the budget of 80 / 8 codes), but after two steps the path has more
+    # likely ended than not (0.7 * 0.7 = 0.49 left).
+    task = toy_task()
+    model = build_tiny_model(task).eval()
+    model.prior = ScriptedPrior(scripted_rows(model, 0.3)[:2])
+    gen = LatentGenerator([model], task.target_dictionary, max_len_a=0, max_len_b=80, stop=stop)
+    batch = toy_batch(task, [6, 9])
+    with torch.no_grad():
+        enc = model.encoder(batch["src_tokens"], src_lengths=batch["src_lengths"])
+        codes, mask = gen.decode_codes(model, enc, batch["src_tokens"], batch["src_lengths"])
+    assert codes.shape == (2, length) and not mask.any()
+
 def trained_prior_model(task, updates=30):
     """A tiny model whose prior has learnt something: a few optimizer steps on toy data."""
     torch.manual_seed(0)

@@ -83,3 +83,30 @@ def test_kmeans_init_and_reseeding_are_identical_on_both_workers(tmp_path, name)
     (h0, r0), (h1, r1) = run_workers(tmp_path, name, "kmeans", dead=0.7, with_reseeded=True)
     assert torch.equal(h0, h1)
     assert r0 == r1 > 0  # re-seeding happened, the same on both
+
+
+def batch_norm_worker(rank, world, port, out_dir):
+    from fairseq_vqlatent.modules.code_space import MaskedBatchNorm
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        norm = MaskedBatchNorm(4).train()
+        z, mask = batches(rank, 0)
+        out = norm(z, mask)
+        torch.save((out, norm.running_mean, norm.running_var), os.path.join(out_dir, f"bn{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_code_space_batch_norm_uses_both_workers_statistics(tmp_path):
+    from fairseq_vqlatent.modules.code_space import MaskedBatchNorm
+
+    mp.spawn(batch_norm_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    (out0, mean0, var0), (out1, mean1, var1) = (torch.load(tmp_path / f"bn{r}.pt") for r in range(2))
+    assert torch.equal(mean0, mean1) and torch.equal(var0, var1)  # the workers stay identical
+    one = MaskedBatchNorm(4).train()  # one worker seeing both batches' latents
+    (z0, m0), (z1, m1) = batches(0, 0), batches(1, 0)
+    both = one(torch.cat([z0, z1]), torch.cat([m0, m1]))
+    torch.testing.assert_close(torch.cat([out0, out1]), both)
+    torch.testing.assert_close(mean0, one.running_mean)
+    torch.testing.assert_close(var0, one.running_var)

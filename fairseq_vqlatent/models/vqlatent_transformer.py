@@ -64,7 +64,7 @@ class VQLatentTransformerConfig(FairseqDataclass):
         default="soft_em", metadata={"help": "discretization bottleneck"}
     )
     code_norm: ChoiceEnum(["layer", "batch"]) = field(
-        default="layer",
+        default="batch",
         metadata={
             "help": "normalisation of the code space: per latent (layer) or per dimension over the batch's "
             "latents (batch), which keeps the code space from shrinking to one point (modules/code_space.py)"

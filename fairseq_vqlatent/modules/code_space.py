@@ -19,20 +19,47 @@ small, drifting one, which flattens the soft-EM posterior softmax(-||z - e||^2).
 import torch
 from torch import Tensor, nn
 
+from .bottlenecks.codebook import all_reduce_sum_
+
+
+def batch_moments(x: Tensor):
+    """x [N, d] -> (count, mean [d], biased variance [d]) over every data-parallel worker.
+
+    The sums are all-reduced so that all workers normalise alike and keep equal
+    running statistics (fairseq's DDP never synchronises buffers). Gradients flow
+    through this worker's own share of the sums."""
+    local = torch.cat([x.new_full((1,), float(x.size(0))), x.sum(0), x.pow(2).sum(0)])  # [1 + 2d]
+    total = local.detach().clone()
+    all_reduce_sum_(total)
+    stats = local + (total - local).detach()
+    d = x.size(1)
+    n, mean = stats[0], stats[1 : 1 + d] / stats[0].clamp_min(1)
+    var = (stats[1 + d :] / stats[0].clamp_min(1) - mean.pow(2)).clamp_min(0)
+    return n, mean, var
+
 
 class MaskedBatchNorm(nn.Module):
-    """BatchNorm1d over the non-padding positions of [B, L, d]; padding stays as it is."""
+    """Batch normalisation without affine over the real (non-padding) positions of
+    [B, L, d], synchronised over workers; padding stays zero."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__()
-        self.norm = nn.BatchNorm1d(dim, affine=False)
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
 
     def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor:
-        real = ~padding_mask
-        if self.training and int(real.sum()) < 2:  # one latent has no variance to normalise by
-            return x
+        real = x[~padding_mask].float()  # [N, d]
+        mean, var = self.running_mean, self.running_var
+        if self.training:
+            n, batch_mean, batch_var = batch_moments(real)  # every worker joins, even with no latents
+            if n >= 2:  # one latent has no variance to normalise by
+                mean, var = batch_mean, batch_var
+                with torch.no_grad():
+                    self.running_mean.lerp_(batch_mean, self.momentum)
+                    self.running_var.lerp_(batch_var * n / (n - 1), self.momentum)
         out = torch.zeros_like(x)
-        out[real] = self.norm(x[real]).to(x.dtype)
+        out[~padding_mask] = ((real - mean) / torch.sqrt(var + self.eps)).to(x.dtype)
         return out
 
 

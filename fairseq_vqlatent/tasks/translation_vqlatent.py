@@ -23,11 +23,12 @@ logger = logging.getLogger(__name__)
 @dataclass
 class TranslationVQLatentConfig(TranslationConfig):
     latent_beam: int = field(default=1, metadata={"help": "beam size of the code search (1 = greedy)"})
-    latent_stop: ChoiceEnum(["mass", "argmax"]) = field(
+    latent_stop: ChoiceEnum(["mass", "median", "argmax"]) = field(
         default="mass",
         metadata={
             "help": "greedy code search: stop when end-of-latents is more probable than all codes together "
-            "(mass) or than the likeliest code (argmax)"
+            "(mass), when the path has more likely ended than not (median: the prior's stop probabilities "
+            "accumulated over the steps), or when end-of-latents is the likeliest token (argmax)"
         },
     )
     latent_candidates: int = field(
