@@ -15,7 +15,9 @@ thing; ``--jobs 2`` trains two rows at a time with one thread each. Then for eac
 - test BLEU, length ratio (hypothesis / reference words) and batch-1 latency of
   checkpoint_best.pt on test_2016_flickr (scripts/evaluate.sh, one at a time, nothing
   else running);
-- code perplexity and distinct codes over valid (fairseq_vqlatent.inspect_codes).
+- code perplexity, distinct codes, code spread and the share of output tokens the
+  codes decide, over valid (fairseq_vqlatent.inspect_codes): distinct ids on one
+  point, or a decoder that ignores them, show there.
 
 Writes WORK/ablation.md (the table) and WORK/valid-bleu.png (valid BLEU against
 updates). A finished row is not redone: delete WORK/ROW to redo it.
