@@ -30,6 +30,11 @@ check_pair() {
   for l in $SRC $TGT; do
     [ -e "$p.$l" ] || die "missing corpus file $p.$l"
     [ -s "$p.$l" ] || die "empty corpus file $p.$l"
+    # Both would end up inside tokens (a BOM glued to the first word, "\r" to every last one).
+    [ "$(head -c 3 "$p.$l" | od -An -tx1 | tr -d ' \n')" != "efbbbf" ] \
+      || die "$p.$l starts with a UTF-8 byte-order mark: remove it first (sed -i '1s/^\xEF\xBB\xBF//' $p.$l)"
+    ! grep -q $'\r' "$p.$l" \
+      || die "$p.$l has Windows line endings (CRLF): convert it first (dos2unix $p.$l, or sed -i 's/\r\$//' $p.$l)"
   done
   a=$(count_lines "$p.$SRC"); b=$(count_lines "$p.$TGT")
   [ "$a" -eq "$b" ] || die "$p.$SRC has $a lines but $p.$TGT has $b: the two sides must be line-aligned"

@@ -110,6 +110,20 @@ def test_bad_rescoring_options_are_one_line_errors(trained, tiny_teacher, extra,
     assert "Traceback" not in proc.stderr
 
 
+def test_a_data_directory_with_another_dictionary_is_refused_clearly(trained, tmp_path):
+    other = tmp_path / "bin"
+    shutil.copytree(trained.data / "bin", other)
+    for side in ("en", "de"):
+        with open(other / f"dict.{side}.txt", "a") as f:
+            f.write("zzz-unseen-word 1\n")
+    proc = run(["fairseq-generate", other, *GEN, "--path", trained.save / "checkpoint_last.pt",
+                "--gen-subset", "valid"], check=False)
+    assert proc.returncode != 0
+    sizes = re.search(r"source dictionary has (\d+) entries, this data directory's (\d+)", proc.stderr)
+    assert sizes and int(sizes.group(2)) == int(sizes.group(1)) + 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
 def test_inspect_codes_reports_codebook_health(trained):
     proc = run(["python", "-m", "fairseq_vqlatent.inspect_codes", trained.save / "checkpoint_last.pt",
                 trained.data / "bin", "--split", "valid"])

@@ -164,6 +164,22 @@ def test_sides_of_different_length_are_refused(good_corpus, tmp_path):
     assert not (tmp_path / "out" / "orig").exists()
 
 
+def test_windows_line_endings_are_named(good_corpus, tmp_path):
+    lines = head(good_corpus / "train.de", 50)
+    (good_corpus / "train.de").write_bytes("".join(x.rstrip("\n") + "\r\n" for x in lines).encode("utf-8"))
+    err = fail([*PREPARE_M30K, "--from", good_corpus, tmp_path / "out"])
+    assert f"error: {good_corpus}/train.de has Windows line endings (CRLF): convert it first" in err
+    assert not (tmp_path / "out" / "orig").exists()
+
+
+def test_a_byte_order_mark_is_named(good_corpus, tmp_path):
+    data = (good_corpus / "val.en").read_bytes()
+    (good_corpus / "val.en").write_bytes(b"\xef\xbb\xbf" + data)
+    err = fail([*PREPARE_M30K, "--from", good_corpus, tmp_path / "out"])
+    assert f"error: {good_corpus}/val.en starts with a UTF-8 byte-order mark: remove it first" in err
+    assert not (tmp_path / "out" / "orig").exists()
+
+
 def test_empty_corpus_is_refused(good_corpus, tmp_path):
     write(good_corpus / "train.en", [])
     write(good_corpus / "train.de", [])

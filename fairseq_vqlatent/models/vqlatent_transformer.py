@@ -348,6 +348,18 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         take &= prev.ne(self.decoder.padding_idx)
         return torch.where(take.unsqueeze(-1), emb.to(x.dtype), x)
 
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        # A data directory binarised with another dictionary gives embeddings of another
+        # size: say so, instead of torch's size-mismatch listing from deep inside.
+        for key, what in (("encoder.embed_tokens.weight", "source"), ("decoder.embed_tokens.weight", "target")):
+            theirs, ours = state_dict.get(key), self.state_dict().get(key)
+            if theirs is not None and ours is not None and theirs.size(0) != ours.size(0):
+                raise VQLatentError(
+                    f"the checkpoint's {what} dictionary has {theirs.size(0)} entries, this data directory's "
+                    f"{ours.size(0)}: use the data directory (dict.*.txt) the model was trained on"
+                )
+        return super().load_state_dict(state_dict, strict, model_cfg, args)
+
     def upgrade_state_dict_named(self, state_dict, name):
         # Checkpoints before modules/code_space.py held the projection as nn.Sequential(Linear, LayerNorm).
         prefix = f"{name}." if name else ""
