@@ -3,6 +3,8 @@
 # make benchmark-cpu: the same with CPU benchmark budgets (teacher 70 min, latent 60 min; ~150 min on 2 cores)
 # make benchmark: the same with the full budgets (scripts/pipeline.sh --full; meant for a GPU)
 # make ablation: the latent model's recipe one change at a time (benchmarks/latent_ablation.py; needs make demo's work dir)
+# make decoding-speed: BLEU, batch-1 latency and batch-128 throughput of teacher and latent model with
+#                 noisy parallel decoding (benchmarks/decoding_speed.py; needs make demo's work dir)
 # make test:      set up .venv and run the test suite
 # make bottlenecks: every bottleneck for the same budget on Multi30k (benchmarks/bottlenecks.py)
 PYTHON ?= python3
@@ -13,7 +15,7 @@ WORK ?= work/demo
 # The shared corpus when it is there, else the official download.
 CORPUS_ARG = $(if $(wildcard $(CORPUS)/train.en),--corpus-dir $(CORPUS),)
 
-.PHONY: setup test demo benchmark benchmark-cpu ablation bottlenecks clean
+.PHONY: setup test demo benchmark benchmark-cpu ablation decoding-speed bottlenecks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +41,10 @@ benchmark-cpu: setup
 ablation: setup
 	$(BIN)/pip install -q '.[benchmark]'
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/latent_ablation.py --base $(WORK) --work work/ablation
+
+decoding-speed: setup
+	$(BIN)/pip install -q '.[benchmark]'
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/decoding_speed.py --work $(WORK)
 
 benchmark: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/pipeline.sh multi30k --full $(CORPUS_ARG) --work work/benchmark

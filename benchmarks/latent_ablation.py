@@ -38,6 +38,7 @@ from bottlenecks import REPO, code_health, plot_curves, sh, slug
 # name: (fairseq-train arguments on top of the recipe, generate arguments, start from the teacher)
 ROWS = {  # in the order they run, two at a time
     "recipe": ([], [], True),
+    "LayerNorm code space": (["--code-norm", "layer"], [], True),  # the recipe before issue 8's third session
     "hard EM (vq)": (["--bottleneck", "vq"], [], True),
     "full self-attention": (["--decoder-self-attention", "full"], [], True),
     "cosine codes": (["--cosine-codes"], [], True),
@@ -49,7 +50,6 @@ ROWS = {  # in the order they run, two at a time
     "no teacher init": ([], [], False),
     "target mixing": (["--target-mix-updates", "MAX_UPDATE"], [], True),
     "source attention warmup": (["--source-attention-warmup", "HALF_UPDATE"], [], True),
-    "batch-norm code space": (["--code-norm", "batch"], [], True),
     "no commitment loss": (["--commitment-beta", "0"], [], True),
     "greedy stop by argmax": ([], ["--latent-stop", "argmax"], True),  # decodes the recipe's checkpoint
 }

@@ -2,7 +2,7 @@
 # Translate a test set with a checkpoint and score it.
 #
 #   scripts/evaluate.sh CKPT DATA_DIR OUT_DIR [--task translation|translation_vqlatent]
-#                       [--subset test] [--batch-size 1] [-- EXTRA fairseq-generate ARGS]
+#                       [--subset test] [--batch-size 1] [--throughput-batch B] [-- EXTRA fairseq-generate ARGS]
 #
 # DATA_DIR is a data-prep output (bin/ and the raw references in orig/). OUT_DIR gets
 #   hyp.txt      detokenised hypotheses, one per source line
@@ -10,17 +10,20 @@
 #                compound splitting, as the papers report it; and the latency per
 #                sentence, from fairseq-generate's own timer (decoding only, no loading)
 # Latency is per sentence at the batch size used; the pipeline uses batch size 1.
+# --throughput-batch B decodes the same sentences once more at batch size B and adds
+# sentences_per_second: speed-ups of one-shot models shrink at large batch.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-usage() { echo "usage: $0 CKPT DATA_DIR OUT_DIR [--task T] [--subset S] [--batch-size B] [-- EXTRA]" >&2; exit 2; }
+usage() { echo "usage: $0 CKPT DATA_DIR OUT_DIR [--task T] [--subset S] [--batch-size B] [--throughput-batch B] [-- EXTRA]" >&2; exit 2; }
 CKPT=${1:-}; DATA=${2:-}; OUT=${3:-}; [ -n "$CKPT" ] && [ -n "$DATA" ] && [ -n "$OUT" ] || usage; shift 3
-TASK=translation SUBSET=test BATCH=1 EXTRA=()
+TASK=translation SUBSET=test BATCH=1 TPUT=0 EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --task) TASK=${2:?}; shift 2 ;;
     --subset) SUBSET=${2:?}; shift 2 ;;
     --batch-size) BATCH=${2:?}; shift 2 ;;
+    --throughput-batch) TPUT=${2:?}; shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
     *) usage ;;
   esac
@@ -48,6 +51,17 @@ fairseq-generate "$DATA/bin" --user-dir "$USER_DIR" --task "$TASK" --path "$CKPT
   > "$OUT/generate.out" 2> "$OUT/generate.log" \
   || { tail -5 "$OUT/generate.log" >&2; die "fairseq-generate failed (log: $OUT/generate.log)"; }
 
+THROUGHPUT=()
+if [ "$TPUT" -gt 0 ]; then
+  step "throughput: the same $N sentences at batch size $TPUT"
+  # shellcheck disable=SC2086
+  fairseq-generate "$DATA/bin" --user-dir "$USER_DIR" --task "$TASK" --path "$CKPT" --gen-subset "$SUBSET" \
+    --batch-size "$TPUT" --required-batch-size-multiple 1 "${REMOVE_BPE[@]}" $DEVICE "${EXTRA[@]}" --quiet \
+    > /dev/null 2> "$OUT/throughput.log" \
+    || { tail -5 "$OUT/throughput.log" >&2; die "fairseq-generate failed (log: $OUT/throughput.log)"; }
+  THROUGHPUT=(--throughput-log "$OUT/throughput.log" --throughput-batch "$TPUT")
+fi
+
 python3 "$REPO/scripts/collect_hypotheses.py" "$OUT/generate.out" "$OUT/hyp.tok" --count "$N" --field H --allow-empty
 if [ "$SCHEME" = subword_nmt ]; then
   sacremoses -q -l de -j 1 detokenize < "$OUT/hyp.tok" > "$OUT/hyp.txt"
@@ -57,6 +71,6 @@ fi
 
 step "scoring -> $OUT/result.json"
 python3 "$REPO/scripts/score_translations.py" "$OUT/hyp.txt" "$REF" \
-  --generate-log "$OUT/generate.log" --batch-size "$BATCH" --device "$DEVICE_NAME" --name "$(basename "$OUT")" > "$OUT/result.json.tmp"
+  --generate-log "$OUT/generate.log" --batch-size "$BATCH" --device "$DEVICE_NAME" --name "$(basename "$OUT")" "${THROUGHPUT[@]}" > "$OUT/result.json.tmp"
 mv "$OUT/result.json.tmp" "$OUT/result.json"
 cat "$OUT/result.json"

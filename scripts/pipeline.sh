@@ -112,14 +112,16 @@ stage latent "$WORK/latent/.done" bash "$REPO/scripts/train-vqlatent.sh" "$WORK/
 grep "| valid on" "$LOGS/latent.log" 2>/dev/null | tail -1 | sed 's/.*| valid on/    latent valid:/' || true
 LATENT=$(best_checkpoint "$WORK/latent")
 
-# Latency is measured at batch size 1, one system after the other, on this machine.
+# Latency is measured at batch size 1, then throughput at batch size 128, one system
+# after the other, on this machine.
 LEN=(--max-len-a 1.2 --max-len-b 10)
+TPUT=(--throughput-batch 128)
 stage eval-teacher-beam4 "$WORK/eval/teacher-beam4/result.json" bash "$REPO/scripts/evaluate.sh" \
-  "$TEACHER" "$DATA" "$WORK/eval/teacher-beam4" --task translation -- --beam 4 "${LEN[@]}"
+  "$TEACHER" "$DATA" "$WORK/eval/teacher-beam4" --task translation "${TPUT[@]}" -- --beam 4 "${LEN[@]}"
 stage eval-teacher-greedy "$WORK/eval/teacher-greedy/result.json" bash "$REPO/scripts/evaluate.sh" \
-  "$TEACHER" "$DATA" "$WORK/eval/teacher-greedy" --task translation -- --beam 1 "${LEN[@]}"
+  "$TEACHER" "$DATA" "$WORK/eval/teacher-greedy" --task translation "${TPUT[@]}" -- --beam 1 "${LEN[@]}"
 stage eval-latent "$WORK/eval/latent/result.json" bash "$REPO/scripts/evaluate.sh" \
-  "$LATENT" "$DATA" "$WORK/eval/latent" --task translation_vqlatent
+  "$LATENT" "$DATA" "$WORK/eval/latent" --task translation_vqlatent "${TPUT[@]}"
 
 echo
 echo "=== examples (test set)"
@@ -127,7 +129,7 @@ paste "$DATA/orig/test.en" "$DATA/orig/test.de" "$WORK/eval/teacher-beam4/hyp.tx
   | awk -F'\t' -v n="$EXAMPLES" 'NR <= n { print "SRC      " $1; print "REF      " $2; print "TEACHER  " $3; print "LATENT   " $4; print "" }'
 
 echo "=== results: $CORPUS, $(basename "$TEACHER") of the teacher, $(basename "$LATENT") of the latent model"
-python3 "$REPO/scripts/results_table.py" --bleu-baseline 2 \
+python3 "$REPO/scripts/results_table.py" --bleu-baseline 2 --speed-baseline 2 \
   "teacher, beam 4=$WORK/eval/teacher-beam4/result.json" \
   "teacher, greedy=$WORK/eval/teacher-greedy/result.json" \
   "latent codes (one-shot decoder)=$WORK/eval/latent/result.json" | tee "$WORK/results.md"

@@ -66,6 +66,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--name")
+    p.add_argument("--throughput-log", help="fairseq-generate log of the same sentences at a large batch")
+    p.add_argument("--throughput-batch", type=int)
     a = p.parse_args(argv)
 
     hyp, ref = read_lines(a.hyp), read_lines(a.ref)
@@ -88,6 +90,12 @@ def main(argv=None) -> int:
             return 1
         result.update(batch_size=a.batch_size, device=device_description(a.device),
                       decode_seconds=secs, ms_per_sentence=round(1000 / rate, 2))
+    if a.throughput_log:
+        n, secs, rate = decoding_time(a.throughput_log)
+        if n != len(hyp):
+            print(f"error: the throughput run translated {n} sentences, not {len(hyp)}", file=sys.stderr)
+            return 1
+        result.update(throughput_batch=a.throughput_batch, sentences_per_second=round(n / secs, 1))
     print(json.dumps(result, indent=1))
     return 0
 

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""BLEU, batch-1 latency and large-batch throughput: the teacher (beam 4, greedy)
+beside the latent model with noisy parallel decoding of N candidates (issue 9).
+
+    python benchmarks/decoding_speed.py --work WORK [--candidates 1,4,8] [--throughput-batch 128]
+        [--out benchmarks/results/decoding-speed-multi30k.md]
+
+WORK is a pipeline work directory (scripts/pipeline.sh multi30k): its latent
+checkpoint, teacher and data. For each N, the latent model decodes test with
+--latent-candidates N, choosing by its own score and, for N > 1, by the teacher's
+(--rescore-teacher). Every row is scripts/evaluate.sh (sacreBLEU; fairseq-generate's
+timer at batch 1, then at --throughput-batch), one after the other in the same run,
+with ratios to teacher greedy: run it with nothing else on the machine. Writes the
+table and a plot of BLEU against batch-1 latency.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bottlenecks import REPO, sh
+
+
+def evaluate(ckpt: Path, data: Path, out: Path, task: str, batch: int, extra) -> dict:
+    if not (out / "result.json").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"== {out.name}", flush=True)
+        sh(["bash", REPO / "scripts" / "evaluate.sh", ckpt, data, out, "--task", task, "--throughput-batch", batch,
+            "--", *extra], out.with_suffix(".log"))
+    return json.loads((out / "result.json").read_text())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", type=Path, required=True, help="pipeline work dir (latent/, teacher/, data/)")
+    p.add_argument("--candidates", default="1,4,8")
+    p.add_argument("--throughput-batch", type=int, default=128)
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "decoding-speed-multi30k.md")
+    a = p.parse_args(argv)
+    latent, teacher = a.work / "latent" / "checkpoint_best.pt", a.work / "teacher" / "checkpoint_best.pt"
+    data, runs, B = a.work / "data", a.work / "decoding-speed", a.throughput_batch
+    for path in (latent, teacher, data / "bin"):
+        if not path.exists():
+            p.error(f"{path} not found: run scripts/pipeline.sh multi30k --work {a.work} first")
+
+    length = ["--max-len-a", "1.2", "--max-len-b", "10"]
+    beam4 = evaluate(teacher, data, runs / "teacher-beam4", "translation", B, ["--beam", "4", *length])
+    greedy = evaluate(teacher, data, runs / "teacher-greedy", "translation", B, ["--beam", "1", *length])
+    rows = [("teacher, beam 4", None, beam4), ("teacher, greedy", None, greedy)]
+    for n in [int(x) for x in a.candidates.split(",")]:
+        choosers = [("own score", [])] + ([("teacher", ["--rescore-teacher", str(teacher)])] if n > 1 else [])
+        for chooser, extra in choosers:
+            name = f"latent, N = {n}" + (f", {chooser}" if n > 1 else "")
+            out = runs / f"n{n}-{chooser.replace(' ', '-')}"
+            rows.append((name, (n, chooser), evaluate(latent, data, out, "translation_vqlatent", B,
+                                                      ["--latent-candidates", str(n), *length, *extra])))
+
+    lines = ["| system | sacreBLEU | % of teacher greedy | length ratio | ms / sentence (batch 1) "
+             f"| speed-up vs teacher greedy | sentences / s (batch {B}) | throughput vs teacher greedy |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, _, r in rows:
+        lines.append(f"| {name} | {r['bleu']:.2f} | {100 * r['bleu'] / greedy['bleu']:.0f}% | {r['length_ratio']:.3f} "
+                     f"| {r['ms_per_sentence']:.2f} | {greedy['ms_per_sentence'] / r['ms_per_sentence']:.2f}x "
+                     f"| {r['sentences_per_second']:.1f} "
+                     f"| {r['sentences_per_second'] / greedy['sentences_per_second']:.2f}x |")
+    text = "\n".join(lines)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(f"`python benchmarks/decoding_speed.py --work {a.work}`; test_2016_flickr, "
+                     f"{greedy['sentences']} sentences, {greedy['device']}\n\n{text}\n")
+    print(text)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for chooser, marker in (("own score", "o"), ("teacher", "s")):
+        pts = sorted((k[0], r) for _, k, r in rows if k and (k[1] == chooser or k[0] == 1))
+        ax.plot([r["ms_per_sentence"] for _, r in pts], [r["bleu"] for _, r in pts], marker=marker,
+                label=f"latent, chosen by {chooser}")
+        for n, r in pts:
+            ax.annotate(f"N={n}", (r["ms_per_sentence"], r["bleu"]), fontsize=8)
+    ax.scatter([greedy["ms_per_sentence"]], [greedy["bleu"]], marker="*", s=120, color="k", label="teacher, greedy")
+    ax.set_xlabel("ms / sentence (batch 1, CPU)")
+    ax.set_ylabel("sacreBLEU test_2016_flickr")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(a.out.with_suffix(".png"), dpi=120)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
