@@ -159,27 +159,28 @@ class LatentGenerator(nn.Module):
     def greedy_codes(self, model, encoder_out: dict, budget: int, sample: Optional[Tensor] = None):
         """The prior's greedy path over its incremental state; at least one code each.
         Rows where ``sample`` [B] is True draw each step (a code or the end) from the prior instead."""
-        d, K = model.code_dict, model.bottleneck.num_codes
+        prior, d = model.prior, model.code_dict
+        end = prior.end_token
         B = encoder_out["encoder_out"][0].size(1)
         device = encoder_out["encoder_out"][0].device
         if sample is not None:
-            not_drawn = torch.zeros(K + d.nspecial, dtype=torch.bool, device=device)
-            not_drawn[: d.nspecial] = True
-            not_drawn[d.eos()] = False
-        prev = torch.full((B, 1), d.eos(), dtype=torch.long, device=device)
+            not_drawn = torch.ones(len(d), dtype=torch.bool, device=device)
+            not_drawn[prior.codes_to_tokens(torch.arange(prior.num_codes, device=device))] = False
+            not_drawn[end] = False
+        prev = torch.full((B, 1), end, dtype=torch.long, device=device)
         lengths = torch.full((B,), budget, dtype=torch.long, device=device)
         running = torch.ones(B, dtype=torch.bool, device=device)
         state: Dict = {}
         survival = torch.ones(B, device=device)  # P(not stopped before this step), along the path
         for step in range(budget):
-            logits, _ = model.prior(prev, encoder_out=encoder_out, incremental_state=state)
-            logits = logits[:, -1].float()  # [B, K + nspecial]
-            token = logits[:, d.nspecial : d.nspecial + K].argmax(-1) + d.nspecial
-            ends = self._stops(logits, d.eos(), survival) if step > 0 else torch.zeros_like(running)
+            logits, _ = prior(prev, encoder_out=encoder_out, incremental_state=state)
+            logits = logits[:, -1].float()  # [B, len(code dictionary)]
+            token = prior.codes_to_tokens(prior.code_logits(logits).argmax(-1))
+            ends = self._stops(logits, end, survival) if step > 0 else torch.zeros_like(running)
             if sample is not None:
-                drawn = torch.multinomial(self._drawable(logits, not_drawn, d.eos(), step), 1).squeeze(1)
+                drawn = torch.multinomial(self._drawable(logits, not_drawn, end, step), 1).squeeze(1)
                 token = torch.where(sample, drawn, token)
-                ends = torch.where(sample, drawn == d.eos(), ends)
+                ends = torch.where(sample, drawn == end, ends)
             ends &= running
             lengths[ends] = step
             running &= ~ends
@@ -188,11 +189,11 @@ class LatentGenerator(nn.Module):
             prev = torch.cat([prev, token.unsqueeze(1)], dim=1)
         L = int(lengths.max())
         latent_mask = torch.arange(L, device=device).unsqueeze(0) >= lengths.unsqueeze(1)
-        codes = (prev[:, 1 : L + 1] - d.nspecial).masked_fill(latent_mask, 0)
+        codes = prior.tokens_to_codes(prev[:, 1 : L + 1]).masked_fill(latent_mask, 0)
         return codes, latent_mask
 
     def _stops(self, logits: Tensor, eos: int, survival: Tensor) -> Tensor:
-        """[B, K + nspecial] -> [B] whether the greedy path ends here; ``survival`` [B]
+        """[B, len(code dictionary)] -> [B] whether the greedy path ends here; ``survival`` [B]
         (the probability of having gone on so far) is updated in place."""
         p_end = torch.softmax(logits, -1)[:, eos]
         survival.mul_(1 - p_end)
@@ -204,7 +205,7 @@ class LatentGenerator(nn.Module):
 
     @staticmethod
     def _drawable(logits: Tensor, not_drawn: Tensor, eos: int, step: int) -> Tensor:
-        """[B, K + nspecial] -> probabilities over the codes and, after the first step, the end."""
+        """[B, len(code dictionary)] -> probabilities over the codes and, after the first step, the end."""
         logits = logits.masked_fill(not_drawn, float("-inf"))
         if step == 0:
             logits[:, eos] = float("-inf")  # a sentence has at least one code
@@ -230,7 +231,7 @@ class LatentGenerator(nn.Module):
         codes = src_tokens.new_zeros(B, L)
         latent_mask = torch.ones(B, L, dtype=torch.bool, device=src_tokens.device)
         for b, (t, n) in enumerate(zip(best, lengths)):
-            codes[b, :n] = t[:n] - model.code_dict.nspecial
+            codes[b, :n] = model.prior.tokens_to_codes(t[:n])
             latent_mask[b, :n] = False
         return codes, latent_mask
 

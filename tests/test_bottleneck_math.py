@@ -231,3 +231,20 @@ def test_code_spread_is_zero_for_ids_on_one_point_and_exact_for_orthogonal_codes
     orthogonal = torch.tensor([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
     assert abs(code_spread(model(orthogonal), counts) - 2**0.5) < 1e-6
     assert code_spread(model(orthogonal), torch.tensor([3.0, 0.0, 0.0])) == 0.0  # one code: no spread
+
+
+def test_code_ids_round_trip_through_the_priors_token_space():
+    from conftest import build_tiny_model
+
+    model = build_tiny_model()
+    prior, K = model.prior, model.bottleneck.num_codes
+    codes = torch.arange(K)
+    tokens = prior.codes_to_tokens(codes)
+    assert prior.num_codes == K and torch.equal(prior.tokens_to_codes(tokens), codes)
+    assert prior.end_token not in tokens.tolist()  # end-of-latents is no code
+    assert [model.code_dict[t] for t in tokens[:2].tolist()] == ["c0", "c1"]
+    logits = torch.randn(3, len(model.code_dict))
+    lp = prior.code_log_probs(logits)  # [3, K + 1]: the codes, then end-of-latents
+    full = torch.log_softmax(logits, -1)
+    torch.testing.assert_close(lp[:, :K], full[:, tokens])
+    torch.testing.assert_close(lp[:, K], full[:, prior.end_token])

@@ -99,9 +99,7 @@ class VQLatentLoss(FairseqCriterion):
 
         # Prior: soft code targets, then end-of-latents; scored over codes + eos only.
         K = out.bottleneck.code_targets.size(-1)
-        nspecial, eos = model.code_dict.nspecial, model.code_dict.eos()
-        prior_lprobs = F.log_softmax(out.prior_logits.float(), dim=-1)
-        prior_lprobs = torch.cat([prior_lprobs[..., nspecial : nspecial + K], prior_lprobs[..., eos : eos + 1]], -1)
+        prior_lprobs = model.prior.code_log_probs(out.prior_logits)  # [B, L + 1, K + 1]
         targets = prior_targets(out.bottleneck.code_targets.float(), out.latent_padding_mask)
         prior_loss = soft_cross_entropy(prior_lprobs, targets, self.eps)
         rows = targets.sum(-1) > 0

@@ -304,8 +304,8 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
     def prior_input(self, codes: Tensor, latent_mask: Tensor) -> Tensor:
         """[eos, c_1 .. c_L] in code-dictionary indices, padded, as fairseq decoders expect."""
         d = self.code_dict
-        tokens = (codes + d.nspecial).masked_fill(latent_mask, d.pad())
-        return torch.cat([tokens.new_full((tokens.size(0), 1), d.eos()), tokens], dim=1)
+        tokens = self.prior.codes_to_tokens(codes).masked_fill(latent_mask, d.pad())
+        return torch.cat([tokens.new_full((tokens.size(0), 1), self.prior.end_token), tokens], dim=1)
 
     def forward(self, src_tokens, src_lengths, prev_output_tokens, target, **unused) -> VQLatentOutput:
         encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
