@@ -42,8 +42,14 @@ def sentences(task, subset, n):
 
 
 class Clock:
+    """Wall-clock seconds per stage, and the sequential decoder steps taken."""
+
     def __init__(self):
+        self.reset()
+
+    def reset(self):
         self.total = defaultdict(float)
+        self.steps = 0
 
     def time(self, name, fn, *args, **kwargs):
         t0 = time.perf_counter()
@@ -52,19 +58,30 @@ class Clock:
         return out
 
 
+def timed(task, subset, n, warmup):
+    """-> (clock, [(sample, src_tokens, src_lengths)]) over warm-up + n sentences at batch 1;
+    the clock is fresh once the warm-up is over."""
+    clock = Clock()
+
+    def batches():
+        for i, sample in enumerate(sentences(task, subset, n + warmup)):
+            if i == warmup:
+                clock.reset()
+            yield sample, sample["net_input"]["src_tokens"], sample["net_input"]["src_lengths"]
+
+    return clock, batches()
+
+
 def profile_latent(model, task, subset, n, warmup):
     from fairseq_vqlatent.latent_generator import LatentGenerator
 
     gen = LatentGenerator([model], task.target_dictionary, max_len_a=1.2, max_len_b=10)
-    clock, steps = Clock(), 0
-    for i, sample in enumerate(sentences(task, subset, n + warmup)):
-        if i == warmup:
-            clock, steps = Clock(), 0
-        src, lengths = sample["net_input"]["src_tokens"], sample["net_input"]["src_lengths"]
+    clock, batches = timed(task, subset, n, warmup)
+    for sample, src, lengths in batches:
         with torch.inference_mode():
             enc = clock.time("encoder", model.encoder, src, src_lengths=lengths)
             codes, mask = clock.time("prior code search", gen.decode_codes, model, enc, src, lengths)
-            steps += codes.size(1) + 1
+            clock.steps += codes.size(1) + 1
 
             def one_pass():
                 return model.decode_latents(model.embed_codes(codes), mask, enc)
@@ -79,25 +96,22 @@ def profile_latent(model, task, subset, n, warmup):
                 return gen._hypothesis(tokens[0], scores[0], lprobs[0, :, gen.eos], int((~out_mask[0]).sum()))
 
             clock.time("argmax, end rule, hypothesis", post)
-    return clock.total, steps
+    return clock.total, clock.steps
 
 
 def profile_teacher(model, task, subset, n, warmup):
     from fairseq.sequence_generator import SequenceGenerator
 
     search = SequenceGenerator([model], task.target_dictionary, beam_size=1, max_len_a=1.2, max_len_b=10)
-    clock, steps = Clock(), 0
-    for i, sample in enumerate(sentences(task, subset, n + warmup)):
-        if i == warmup:
-            clock, steps = Clock(), 0
-        src, lengths = sample["net_input"]["src_tokens"], sample["net_input"]["src_lengths"]
+    clock, batches = timed(task, subset, n, warmup)
+    for sample, src, lengths in batches:
         with torch.inference_mode():
             clock.time("encoder", model.encoder, src, src_lengths=lengths)
             hyps = clock.time("encoder + greedy search", search._generate, sample)
-            steps += len(hyps[0][0]["tokens"])
+            clock.steps += len(hyps[0][0]["tokens"])
     total = dict(clock.total)
     total["decoder steps + search bookkeeping"] = total.pop("encoder + greedy search") - total["encoder"]
-    return total, steps
+    return total, clock.steps
 
 
 def table(rows, n):

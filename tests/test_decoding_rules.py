@@ -121,18 +121,23 @@ def scripted_rows(model, p_end_at_step_1):
     return [first / first.sum(), second / second.sum(), end]
 
 
-@pytest.mark.parametrize("stop, p_end, length", [("mass", 0.4, 2), ("argmax", 0.4, 1), ("mass", 0.6, 1)])
-def test_the_search_stops_when_end_of_latents_outweighs_the_codes(stop, p_end, length):
+def scripted_search(stop: str, rows_of) -> tuple:
+    """The shape of the codes the search finds, for two sentences, under a scripted prior."""
     task = toy_task()
     model = build_tiny_model(task).eval()
-    script_prior(model, scripted_rows(model, p_end))
+    script_prior(model, rows_of(model))
     gen = LatentGenerator([model], task.target_dictionary, max_len_a=0, max_len_b=80, stop=stop)
     batch = toy_batch(task, [6, 9])
     with torch.no_grad():
         enc = model.encoder(batch["src_tokens"], src_lengths=batch["src_lengths"])
         codes, mask = gen.decode_codes(model, enc, batch["src_tokens"], batch["src_lengths"])
-    assert codes.shape == (2, length) and not mask.any()
+    assert not mask.any()
+    return tuple(codes.shape)
 
+
+@pytest.mark.parametrize("stop, p_end, length", [("mass", 0.4, 2), ("argmax", 0.4, 1), ("mass", 0.6, 1)])
+def test_the_search_stops_when_end_of_latents_outweighs_the_codes(stop, p_end, length):
+    assert scripted_search(stop, lambda model: scripted_rows(model, p_end)) == (2, length)
 
 
 @pytest.mark.parametrize("stop, length", [("mass", 10), ("median", 2), ("argmax", 1)])
@@ -140,15 +145,8 @@ def test_the_median_stop_accumulates_the_priors_stop_probabilities(stop, length)
     # end-of-latents at 0.3 on every step after the first: it never outweighs the codes
     # (mass runs to the budget of 80 / 8 codes), but after two steps the path has more
     # likely ended than not (0.7 * 0.7 = 0.49 left).
-    task = toy_task()
-    model = build_tiny_model(task).eval()
-    script_prior(model, scripted_rows(model, 0.3)[:2])
-    gen = LatentGenerator([model], task.target_dictionary, max_len_a=0, max_len_b=80, stop=stop)
-    batch = toy_batch(task, [6, 9])
-    with torch.no_grad():
-        enc = model.encoder(batch["src_tokens"], src_lengths=batch["src_lengths"])
-        codes, mask = gen.decode_codes(model, enc, batch["src_tokens"], batch["src_lengths"])
-    assert codes.shape == (2, length) and not mask.any()
+    assert scripted_search(stop, lambda model: scripted_rows(model, 0.3)[:2]) == (2, length)
+
 
 def trained_prior_model(task, updates=30):
     """A tiny model whose prior has learnt something: a few optimizer steps on toy data."""
