@@ -1,5 +1,5 @@
 # make demo:      set up .venv, then the whole distillation pipeline on Multi30k
-#                 (teacher, distillation, latent model, BLEU and latency table; ~35 minutes on 2 cores)
+#                 (teacher, distillation, latent model, BLEU, latency and throughput table; ~37 minutes on 2 cores)
 # make benchmark-cpu: the same with CPU benchmark budgets (teacher 70 min, latent 60 min; ~150 min on 2 cores)
 # make benchmark: the same with the full budgets (scripts/pipeline.sh --full; meant for a GPU)
 # make ablation: the latent model's recipe one change at a time (benchmarks/latent_ablation.py; needs make demo's work dir)
