@@ -107,12 +107,14 @@ class LatentGenerator(nn.Module):
             self._check_sources(sample, src_lengths)
 
         encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
-        codes, latent_mask = self.decode_codes(model, encoder_out, src_tokens, src_lengths)  # [B * N, L]
         N = self.candidates
-        if N > 1:  # every sentence's candidates side by side in one decoder pass
+        each = encoder_out
+        if N > 1:  # every sentence's candidates side by side, for the search and the decoder pass
             order = torch.arange(src_tokens.size(0), device=src_tokens.device).repeat_interleave(N)
-            encoder_out = model.encoder.reorder_encoder_out(encoder_out, order)
-            src_tokens, src_lengths = src_tokens[order], src_lengths[order]
+            each = model.encoder.reorder_encoder_out(encoder_out, order)
+        codes, latent_mask = self.decode_codes(model, encoder_out, src_tokens, src_lengths, each)  # [B * N, L]
+        if N > 1:
+            encoder_out, src_tokens, src_lengths = each, src_tokens[order], src_lengths[order]
         z_q = model.embed_codes(codes).to(encoder_out["encoder_out"][0].dtype)
         logits, out_mask = model.decode_latents(z_q, latent_mask, encoder_out)
         lprobs = torch.log_softmax(logits.float(), -1)
@@ -141,17 +143,22 @@ class LatentGenerator(nn.Module):
         positions = torch.arange(out_mask.size(1), device=out_mask.device).unsqueeze(0)
         return (positions < lengths - block) | (positions == 0)
 
-    def decode_codes(self, model, encoder_out: dict, src_tokens: Tensor, src_lengths: Tensor):
+    def decode_codes(
+        self, model, encoder_out: dict, src_tokens: Tensor, src_lengths: Tensor, each: Optional[dict] = None
+    ):
         """-> codes [B * N, L] (0 at padding), latent padding mask [B * N, L]: N candidates
-        per sentence, consecutive, the search's best first."""
+        per sentence, consecutive, the search's best first. ``each`` is encoder_out with
+        every sentence repeated N times, when the caller has it already."""
         budget = self.max_latents(int(src_lengths.max()))
         model.check_latent_length(budget)
         N = self.candidates
         if N > 1 and self.candidates_from == "sample":
             B = src_tokens.size(0)
-            order = torch.arange(B, device=src_tokens.device).repeat_interleave(N)
+            if each is None:
+                order = torch.arange(B, device=src_tokens.device).repeat_interleave(N)
+                each = model.encoder.reorder_encoder_out(encoder_out, order)
             sample = torch.arange(B * N, device=src_tokens.device) % N != 0  # candidate 0 is the greedy path
-            return self.greedy_codes(model, model.encoder.reorder_encoder_out(encoder_out, order), budget, sample)
+            return self.greedy_codes(model, each, budget, sample)
         if self.latent_beam == 1 and N == 1:
             return self.greedy_codes(model, encoder_out, budget)
         return self.beam_codes(model, encoder_out, src_tokens, src_lengths, budget, nbest=N)
