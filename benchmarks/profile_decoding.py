@@ -89,13 +89,9 @@ def profile_latent(model, task, subset, n, warmup):
             logits, out_mask = clock.time("decompressor + decoder + output projection", one_pass)
 
             def post():
-                lprobs = torch.log_softmax(logits.float(), -1)
-                lprobs[..., gen.banned] = float("-inf")
-                lprobs[..., gen.eos].masked_fill_(gen._eos_banned(out_mask, model.compression), float("-inf"))
-                scores, tokens = lprobs.max(-1)
-                return gen._hypothesis(tokens[0], scores[0], lprobs[0, :, gen.eos], int((~out_mask[0]).sum()))
+                return gen.hypotheses(logits, out_mask, model.compression)
 
-            clock.time("argmax, end rule, hypothesis", post)
+            clock.time("argmax without repeats, end rule, hypothesis", post)
     return clock.total, clock.steps
 
 

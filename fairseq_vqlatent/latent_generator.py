@@ -21,12 +21,18 @@ batched forward pass, teacher_scorer.py).
 
 Training puts EOS only in a sentence's last latent block and fills that block
 after the EOS with EOS (criterions/vqlatent_loss.py), so decoding allows EOS only
-there. Hypotheses come in fairseq's format, so fairseq-generate and
+there. A one-shot decoder's typical error is the same word at neighbouring
+positions ("einem einem einem"): each position is chosen without seeing its
+neighbours' choices. Unless ``allow_repeats``, each position takes the best token
+other than the one just emitted. Deleting repeats afterwards, as NAT papers do
+(Lee et al. 2018, Gu et al. 2018), shortens the output: a third of the tokens of
+a 300-update model, which then loses more to the brevity penalty than it gains
+(benchmarks/results/latent-ablation-multi30k.md). Hypotheses come in fairseq's format, so fairseq-generate and
 fairseq-interactive print and score them as usual.
 """
 
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
@@ -68,6 +74,7 @@ class LatentGenerator(nn.Module):
         candidates: int = 1,
         candidates_from: str = "sample",
         scorer: Optional[TeacherScorer] = None,
+        allow_repeats: bool = False,
     ):
         super().__init__()
         if len(models) != 1:
@@ -84,6 +91,7 @@ class LatentGenerator(nn.Module):
         if candidates_from not in ("sample", "beam"):
             raise VQLatentError(f"unknown candidate source {candidates_from!r} (sample or beam)")
         self.candidates, self.candidates_from, self.scorer = candidates, candidates_from, scorer
+        self.allow_repeats = allow_repeats
         self.max_len_a = max_len_a
         self.max_len_b = max_len_b
         # Validation (--eval-bleu) must not stop training over an empty line; the CLIs refuse one.
@@ -117,15 +125,7 @@ class LatentGenerator(nn.Module):
             encoder_out, src_tokens, src_lengths = each, src_tokens[order], src_lengths[order]
         z_q = model.embed_codes(codes).to(encoder_out["encoder_out"][0].dtype)
         logits, out_mask = model.decode_latents(z_q, latent_mask, encoder_out)
-        lprobs = torch.log_softmax(logits.float(), -1)
-        lprobs[..., self.banned] = float("-inf")
-        lprobs[..., self.eos].masked_fill_(self._eos_banned(out_mask, model.compression), float("-inf"))
-        scores, tokens = lprobs.max(-1)  # [B * N, T]
-        eos_scores = lprobs[..., self.tgt_dict.eos()]
-        hyps = [
-            self._hypothesis(tokens[b], scores[b], eos_scores[b], int((~out_mask[b]).sum()))
-            for b in range(tokens.size(0))
-        ]
+        hyps = self.hypotheses(logits, out_mask, model.compression)
         if N == 1:
             return [[h] for h in hyps]
         if self.scorer is not None:
@@ -134,6 +134,21 @@ class LatentGenerator(nn.Module):
             fitness = torch.stack([h["score"] for h in hyps])
         best = fitness.view(-1, N).argmax(1).tolist()
         return [[hyps[b * N + i]] for b, i in enumerate(best)]
+
+    def hypotheses(self, logits: Tensor, out_mask: Tensor, block: int) -> List[Dict]:
+        """The one-shot decoder's logits [B, T, V] -> one fairseq hypothesis per row."""
+        lprobs = torch.log_softmax(logits.float(), -1)
+        lprobs[..., self.banned] = float("-inf")
+        lprobs[..., self.eos].masked_fill_(self._eos_banned(out_mask, block), float("-inf"))
+        if self.allow_repeats:
+            scores, tokens = lprobs.max(-1)  # [B, T]
+        else:
+            scores, tokens = argmax_without_repeats(lprobs, keep=self.eos)
+        eos_scores = lprobs[..., self.eos]
+        return [
+            self._hypothesis(tokens[b], scores[b], eos_scores[b], int((~out_mask[b]).sum()))
+            for b in range(tokens.size(0))
+        ]
 
     @staticmethod
     def _eos_banned(out_mask: Tensor, block: int) -> Tensor:
@@ -268,3 +283,18 @@ class LatentGenerator(nn.Module):
                 f"empty source sentence (line id {ids[0]}{' and others' if len(ids) > 1 else ''}): "
                 "there is nothing to translate; remove empty lines from the input"
             )
+
+
+def argmax_without_repeats(lprobs: Tensor, keep: int) -> Tuple[Tensor, Tensor]:
+    """[B, T, V] -> (scores [B, T], tokens [B, T]): the argmax at each position, or the
+    runner-up where the argmax is the token just chosen before it (token ``keep``, EOS,
+    may repeat). Left to right, since a replaced token frees its successor."""
+    top = lprobs.topk(2, dim=-1)
+    scores, tokens = top.values[..., 0].clone(), top.indices[..., 0].clone()
+    if not (tokens[:, 1:] == tokens[:, :-1]).any():
+        return scores, tokens
+    for t in range(1, tokens.size(1)):
+        repeat = (tokens[:, t] == tokens[:, t - 1]) & (tokens[:, t] != keep)
+        tokens[:, t] = torch.where(repeat, top.indices[:, t, 1], tokens[:, t])
+        scores[:, t] = torch.where(repeat, top.values[:, t, 1], scores[:, t])
+    return scores, tokens

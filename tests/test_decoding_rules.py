@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import build_tiny_model, toy_batch, toy_task
 from fairseq_vqlatent.criterions.vqlatent_loss import VQLatentLoss, output_targets
 from fairseq_vqlatent import VQLatentError
-from fairseq_vqlatent.latent_generator import LatentGenerator
+from fairseq_vqlatent.latent_generator import LatentGenerator, argmax_without_repeats
 
 
 def net_input(batch):
@@ -29,12 +29,12 @@ def test_training_fills_the_last_block_after_eos_with_eos():
     assert torch.equal(output_targets(target, out_mask, pad, eos), expected)
 
 
-def fixed_logits_generator(model, task, logits):
+def fixed_logits_generator(model, task, logits, allow_repeats=True):
     """A generator whose decoder pass returns ``logits`` [1, T, V] for a one-sentence batch."""
     model.eval()
     T = logits.size(1)
     model.decode_latents = lambda z_q, mask, enc, prev=None: (logits, torch.zeros(1, T, dtype=torch.bool))
-    return LatentGenerator([model], task.target_dictionary, max_len_a=0, max_len_b=T)
+    return LatentGenerator([model], task.target_dictionary, max_len_a=0, max_len_b=T, allow_repeats=allow_repeats)
 
 
 def test_eos_is_only_allowed_in_the_last_block():
@@ -73,6 +73,38 @@ def test_a_sentence_without_eos_keeps_all_its_positions_and_gets_one():
     logits[0, :, d.nspecial] = 5.0
     hyp = fixed_logits_generator(model, task, logits).generate([model], {"net_input": net_input(toy_batch(task, [6]))})
     assert hyp[0][0]["tokens"].tolist() == [d.nspecial] * 8 + [d.eos()]
+
+
+def test_argmax_without_repeats_takes_the_runner_up_left_to_right():
+    eos = 2
+    # argmax per position: 5 5 5 2 2; runners-up: 6 6 7 3 3
+    lprobs = torch.full((1, 5, 8), -9.0)
+    for t, (first, second) in enumerate([(5, 6), (5, 6), (5, 7), (eos, 3), (eos, 3)]):
+        lprobs[0, t, first], lprobs[0, t, second] = -0.1, -1.0 - t
+    scores, tokens = argmax_without_repeats(lprobs, keep=eos)
+    # position 1 repeats 5 and takes 6; position 2's 5 then follows a 6 and stays; EOS may repeat
+    assert tokens.tolist() == [[5, 6, 5, eos, eos]]
+    assert scores[0].tolist() == pytest.approx([-0.1, -2.0, -0.1, -0.1, -0.1])
+    no_repeat = lprobs[:, [0, 3]]  # 5 then EOS: the plain argmax
+    for ours, plain in zip(argmax_without_repeats(no_repeat, keep=eos), no_repeat.max(-1)):
+        assert torch.equal(ours, plain)
+
+
+def test_the_generator_emits_no_word_twice_in_a_row_unless_allowed():
+    task = toy_task()
+    model = build_tiny_model(task, compress_steps=2)
+    d = task.target_dictionary
+    a, b = d.nspecial + 3, d.nspecial + 4
+    logits = torch.zeros(1, 8, len(d))
+    logits[0, :, a] = 5.0
+    logits[0, :, b] = 4.0
+    logits[0, 6, d.eos()] = 10.0
+    batch = {"net_input": net_input(toy_batch(task, [6]))}
+    plain = fixed_logits_generator(model, task, logits, allow_repeats=True).generate([model], batch)[0][0]
+    assert plain["tokens"].tolist() == [a] * 6 + [d.eos()]
+    hyp = fixed_logits_generator(model, task, logits, allow_repeats=False).generate([model], batch)[0][0]
+    assert hyp["tokens"].tolist() == [a, b] * 3 + [d.eos()]
+    assert hyp["positional_scores"][1] < plain["positional_scores"][1]
 
 
 # ------------------------------------------------------------ padding does not leak

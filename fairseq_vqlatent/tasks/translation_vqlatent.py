@@ -31,6 +31,13 @@ class TranslationVQLatentConfig(TranslationConfig):
             "accumulated over the steps), or when end-of-latents is the likeliest token (argmax)"
         },
     )
+    latent_allow_repeats: bool = field(
+        default=False,
+        metadata={
+            "help": "take the one-shot decoder's plain argmax at every position; by default a position "
+            "takes the best token other than the one just before it"
+        },
+    )
     latent_candidates: int = field(
         default=1,
         metadata={
@@ -91,6 +98,7 @@ class TranslationVQLatentTask(TranslationTask):
             candidates=option("latent_candidates"),
             candidates_from=option("latent_candidates_from"),
             scorer=scorer,
+            allow_repeats=bool(option("latent_allow_repeats")),
         )
 
     def build_model(self, cfg, from_checkpoint=False):
