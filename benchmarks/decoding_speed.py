@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""BLEU, batch-1 latency and large-batch throughput: the teacher (beam 4, greedy)
-beside the latent model with noisy parallel decoding of N candidates (issue 9).
+"""BLEU, batch-1 latency and large-batch throughput: the teacher (beam 4, greedy;
+greedy in CTranslate2, float32 and int8) beside the latent model with noisy
+parallel decoding of N candidates (issue 9).
 
     python benchmarks/decoding_speed.py --work WORK [--candidates 1,4,8] [--throughput-batch 128]
         [--out benchmarks/results/decoding-speed-multi30k.md]
@@ -48,6 +49,14 @@ def main(argv=None) -> int:
     beam4 = evaluate(teacher, data, runs / "teacher-beam4", "translation", B, ["--beam", "4", *length])
     greedy = evaluate(teacher, data, runs / "teacher-greedy", "translation", B, ["--beam", "1", *length])
     rows = [("teacher, beam 4", None, beam4), ("teacher, greedy", None, greedy)]
+    for compute_type in ("float32", "int8"):  # the same teacher, as practitioners run it fast on CPU
+        out = runs / f"ctranslate2-{compute_type}"
+        if not (out / "result.json").exists():
+            print(f"== {out.name}", flush=True)
+            sh([sys.executable, REPO / "benchmarks" / "ctranslate2_teacher.py", teacher, data, out,
+                "--compute-type", compute_type, "--throughput-batch", B], runs / f"{out.name}.log")
+        rows.append((f"teacher in CTranslate2 {compute_type}, greedy", None,
+                     json.loads((out / "result.json").read_text())))
     for n in [int(x) for x in a.candidates.split(",")]:
         choosers = [("own score", [])] + ([("teacher", ["--rescore-teacher", str(teacher)])] if n > 1 else [])
         for chooser, extra in choosers:
@@ -83,6 +92,9 @@ def main(argv=None) -> int:
         for n, r in pts:
             ax.annotate(f"N={n}", (r["ms_per_sentence"], r["bleu"]), fontsize=8)
     ax.scatter([greedy["ms_per_sentence"]], [greedy["bleu"]], marker="*", s=120, color="k", label="teacher, greedy")
+    for name, _, r in rows:
+        if "CTranslate2" in name:
+            ax.scatter([r["ms_per_sentence"]], [r["bleu"]], marker="^", s=60, label=name)
     ax.set_xlabel("ms / sentence (batch 1, CPU)")
     ax.set_ylabel("sacreBLEU test_2016_flickr")
     ax.legend()

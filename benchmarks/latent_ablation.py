@@ -52,8 +52,11 @@ ROWS = {  # in the order they run, two at a time
     "source attention warmup": (["--source-attention-warmup", "HALF_UPDATE"], [], True),
     "no commitment loss": (["--commitment-beta", "0"], [], True),
     "greedy stop by argmax": ([], ["--latent-stop", "argmax"], True),  # decodes the recipe's checkpoint
+    "repeats allowed": ([], ["--latent-allow-repeats"], True),  # decodes the recipe's checkpoint
+    "dropout 0.1": (["--dropout", "0.1"], [], True),
+    "dropout 0": (["--dropout", "0"], [], True),
 }
-SHARES_CHECKPOINT = {"greedy stop by argmax": "recipe"}
+SHARES_CHECKPOINT = {"greedy stop by argmax": "recipe", "repeats allowed": "recipe"}
 VALID_BLEU = re.compile(r"\| valid on 'valid' subset \|.*?\| bleu ([\d.]+) \|.*?\| num_updates (\d+)")
 
 

@@ -1,16 +1,67 @@
-"""Errors about the user's input, shown as one clear line instead of a traceback."""
+"""Errors about the user's input, shown as one clear line instead of a traceback.
 
+Our own checks raise :class:`VQLatentError`. Some bad input is found first by
+fairseq or torch, whose exceptions are generic (fairseq raises a bare Exception
+for an over-long sentence): ``plain_words`` recognises those few by type and
+message and says what is wrong with the input. Everything else keeps its
+traceback, since it is a bug to report, not a mistake to correct.
+"""
+
+import pickle
+import re
 import sys
+from typing import Optional
 
 
 class VQLatentError(ValueError):
     """A problem with the user's data, options or checkpoint, said in plain words."""
 
 
+OVER_LONG = re.compile(
+    r"Size of sample #(\d+) is invalid \(=\((?:np\.int64\()?(\d+)\)?.*?since max_positions=\((\d+)", re.S
+)
+GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
+
+
+def _checkpoint_named_on_command_line() -> str:
+    argv = sys.argv
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--path":
+            return argv[i + 1]
+        if arg.startswith("--path="):
+            return arg.split("=", 1)[1]
+    return "the checkpoint"
+
+
+def plain_words(exc: BaseException) -> Optional[str]:
+    """One line that says what is wrong with the input, or None if ``exc`` is not about input."""
+    if isinstance(exc, VQLatentError):
+        return str(exc)
+    text = str(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        bad = exc.object[exc.start : exc.start + 1]
+        return (f"the input is not UTF-8 text (byte {bad!r} at offset {exc.start} of a line): "
+                "convert it first, e.g. iconv -f latin1 -t utf-8")
+    found = OVER_LONG.search(text)
+    if found:
+        index, tokens, limit = found.groups()
+        return (f"sentence id {index} has {tokens} tokens, more than the model's {limit} positions: "
+                "split it, or skip such sentences with --skip-invalid-size-inputs-valid-test")
+    checkpoint = _checkpoint_named_on_command_line()
+    if isinstance(exc, pickle.UnpicklingError) and GLOBAL.search(text):
+        return (f"{checkpoint} refused: it pickles {GLOBAL.search(text).group(1)}, which is neither weights "
+                "nor fairseq's options; such a pickle can run code when loaded, so weights-only loading "
+                "stays on. Re-save the checkpoint without that object")
+    if (isinstance(exc, RuntimeError) and "PytorchStreamReader failed" in text) or isinstance(exc, EOFError):
+        return f"{checkpoint} is truncated or corrupt (not a complete torch checkpoint): copy it again, or use another"
+    return None
+
+
 def _excepthook(previous):
     def hook(exc_type, exc, tb):
-        if issubclass(exc_type, VQLatentError):
-            print(f"error: {exc}", file=sys.stderr)
+        message = plain_words(exc)
+        if message is not None:
+            print(f"error: {message}", file=sys.stderr)
             return
         previous(exc_type, exc, tb)
 

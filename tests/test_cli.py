@@ -151,3 +151,46 @@ def test_bad_training_options_are_one_line_errors(slice_data, tmp_path, extra, m
                 *extra], check=False)
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def input_file(tmp_path, content: bytes):
+    path = tmp_path / "input.txt"
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("content, message", [
+    ("▁A ▁dog ".encode() * 2000 + b"\n", r"sentence id 0 has 4001 tokens, more than the model's \d+ positions"),
+    ("▁A ▁dog ".encode() + b"\xff\xfe\n", r"the input is not UTF-8 text \(byte b'\\xff'"),
+])
+def test_bad_input_lines_are_one_line_errors(trained, tmp_path, content, message):
+    proc = run(["fairseq-interactive", trained.data / "bin", *INTERACTIVE, "--path", trained.save / "checkpoint_last.pt",
+                "--input", input_file(tmp_path, content)], check=False)
+    assert proc.returncode != 0 and re.search(message, proc.stderr), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def truncated(src, dst):
+    dst.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+
+
+def with_a_foreign_object(src, dst):
+    import datetime
+
+    import torch
+
+    state = torch.load(src, weights_only=False)
+    state["extra"] = datetime.datetime(2026, 1, 1)  # harmless, but not a global weights-only loading allows
+    torch.save(state, dst)
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (truncated, "is truncated or corrupt (not a complete torch checkpoint)"),
+    (with_a_foreign_object, "refused: it pickles datetime.datetime, which is neither weights nor fairseq's options"),
+])
+def test_a_spoilt_checkpoint_is_a_one_line_error(trained, tmp_path, spoil, message):
+    bad = tmp_path / "checkpoint.pt"
+    spoil(trained.save / "checkpoint_last.pt", bad)
+    proc = run(["fairseq-generate", trained.data / "bin", *GEN, "--path", bad, "--gen-subset", "valid"], check=False)
+    assert proc.returncode != 0 and f"error: {bad} {message}" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr

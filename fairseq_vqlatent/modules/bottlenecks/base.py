@@ -4,7 +4,9 @@ A bottleneck turns the compressing encoder's output ``z_e`` into what the
 decompressor sees (``z_q``), a hard code per latent position (what the prior
 reads and, at inference, predicts), soft code targets for the prior, and its own
 auxiliary loss. Adding a bottleneck means one file with a subclass of
-:class:`Bottleneck` decorated with :func:`register_bottleneck`.
+:class:`Bottleneck` (or :class:`CodebookBottleneck`, for codes that are rows of a
+codebook) decorated with :func:`register_bottleneck`. Constructors take explicit
+arguments; ``from_config`` is the one place that reads fairseq's options.
 """
 
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ def build_bottleneck(name: str, dim: int, cfg) -> "Bottleneck":
     if name not in BOTTLENECK_REGISTRY:
         known = ", ".join(sorted(BOTTLENECK_REGISTRY))
         raise VQLatentError(f"unknown --bottleneck {name!r}; known: {known}")
-    return BOTTLENECK_REGISTRY[name](dim, cfg)
+    return BOTTLENECK_REGISTRY[name].from_config(cfg, dim)
 
 
 @dataclass
@@ -46,7 +48,8 @@ class BottleneckOutput:
 
 
 class Bottleneck(nn.Module):
-    """Base class: subclasses set ``num_codes`` and implement the three methods."""
+    """Base class: subclasses set ``num_codes`` and implement ``from_config``,
+    ``forward`` and ``embed_codes``."""
 
     num_codes: int
 
@@ -55,6 +58,11 @@ class Bottleneck(nn.Module):
         # Cleared for fairseq's dummy batches: the bottleneck still joins the
         # workers' all-reduce (or the others would wait forever) but adds nothing.
         self.learn_from_batch = True
+
+    @classmethod
+    def from_config(cls, cfg, dim: int) -> "Bottleneck":
+        """The bottleneck that fairseq's options ``cfg`` describe, on z_e of dimension ``dim``."""
+        raise NotImplementedError
 
     def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
         """z_e: [B, L, D]; padding_mask: [B, L], True at padding."""

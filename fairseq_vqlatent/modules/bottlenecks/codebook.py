@@ -154,6 +154,12 @@ class Codebook(nn.Module):
         self.initialized.fill_(True)
 
     @torch.no_grad()
+    def before_step(self, z: Tensor, contribute: bool = True) -> None:
+        """Upkeep before a training step's E-step, on z [N, D]: k-means initialisation.
+        Codebooks that re-seed before the step (not after their M-step) extend it."""
+        self.maybe_initialize(z, contribute=contribute)
+
+    @torch.no_grad()
     def count_usage(self, assign: Tensor, contribute: bool = True) -> Tensor:
         """All-reduced counts [K] of assignments [N, K]; updates the EMA usage unless
         no worker had data (dummy batches), which must not even decay it."""

@@ -9,23 +9,21 @@ In eval mode the E-step is the posterior mode, so evaluation is deterministic.
 import torch
 from torch import Tensor
 
-from .base import (
-    Bottleneck,
-    BottleneckOutput,
-    commitment_loss,
-    full_precision,
-    one_hot_float,
-    scatter_positions,
-)
+from .base import BottleneckOutput, commitment_loss, full_precision, one_hot_float
+from .codebook_bottleneck import CodebookBottleneck
 from .ema_codebook import EMACodebook
 
 
-class EMBottleneck(Bottleneck):
-    def __init__(self, dim: int, cfg):
-        super().__init__()
-        self.num_codes = cfg.codebook_size
-        self.beta = cfg.commitment_beta
-        self.codebook = EMACodebook.from_config(cfg, dim)
+class EMBottleneck(CodebookBottleneck):
+    codebook: EMACodebook
+
+    def __init__(self, codebook: EMACodebook, commitment_beta: float):
+        super().__init__(codebook)
+        self.beta = commitment_beta
+
+    @classmethod
+    def from_config(cls, cfg, dim: int) -> "EMBottleneck":
+        return cls(EMACodebook.from_config(cfg, dim), cfg.commitment_beta)
 
     def e_step(self, logits: Tensor, codes: Tensor) -> Tensor:
         """Training-time responsibilities r [N, K] from logits -||z - e_k||^2 [N, K]
@@ -35,23 +33,12 @@ class EMBottleneck(Bottleneck):
     def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
         z = self.codebook.normalize(z_e[~padding_mask])  # [N, D]
         with torch.no_grad(), full_precision(z):
-            if self.training:
-                self.codebook.maybe_initialize(z, contribute=self.learn_from_batch)
+            self.prepare_codebook(z)
             logits = -self.codebook.distances(z)  # [N, K]
             codes = logits.argmax(-1)  # [N] nearest code, the posterior mode
             r = self.e_step(logits, codes) if self.training else one_hot_float(codes, self.num_codes)
             e_avg = (r @ self.codebook.embed).to(z.dtype)  # [N, D], before the M-step
-            if self.training:
+            if self.training:  # the M-step, then re-seeding of the codes it left unused
                 self.codebook.update(r, z, contribute=self.learn_from_batch)
         z_q = z + (e_avg - z).detach()  # straight-through
-        return BottleneckOutput(
-            z_q=scatter_positions(z_q, padding_mask),
-            codes=scatter_positions(codes, padding_mask),
-            code_targets=scatter_positions(r, padding_mask),
-            loss=self.beta * commitment_loss(z, e_avg),
-            dead_codes=self.codebook.num_dead_codes(),
-            reseeded_codes=self.codebook.last_reseeded if self.training else 0,
-        )
-
-    def embed_codes(self, codes: Tensor) -> Tensor:
-        return self.codebook.lookup(codes)
+        return self.output(z_q, codes, r, self.beta * commitment_loss(z, e_avg), padding_mask)

@@ -29,12 +29,15 @@ def parse_levels(spec: str) -> List[int]:
 
 @register_bottleneck("fsq")
 class FSQBottleneck(Bottleneck):
-    def __init__(self, dim: int, cfg):
+    def __init__(self, dim: int, levels: List[int]):
         super().__init__()
-        levels = parse_levels(cfg.fsq_levels)
         # vector-quantize-pytorch places two levels only with its symmetric grid
         self.fsq = FSQ(levels=levels, dim=dim, preserve_symmetry=2 in levels)
         self.num_codes = int(self.fsq.codebook_size)
+
+    @classmethod
+    def from_config(cls, cfg, dim: int) -> "FSQBottleneck":
+        return cls(dim, parse_levels(cfg.fsq_levels))
 
     def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
         z = z_e[~padding_mask].unsqueeze(0)  # [1, N, D]: FSQ works on sequences

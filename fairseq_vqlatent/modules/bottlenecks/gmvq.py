@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Bottleneck, BottleneckOutput, full_precision, register_bottleneck, scatter_positions
+from .base import BottleneckOutput, full_precision, register_bottleneck
+from .codebook_bottleneck import CodebookBottleneck
 from .learned_codebook import LearnedCodebook
 from .schedules import geometric_anneal
 
@@ -52,29 +53,37 @@ def kl_to_uniform(q_bar: Tensor) -> Tensor:
 
 
 @register_bottleneck("gmvq")
-class GaussianMixtureBottleneck(Bottleneck):
-    def __init__(self, dim: int, cfg):
-        super().__init__()
-        self.num_codes, self.dim = cfg.codebook_size, dim
-        self.head = nn.Linear(dim, 2 * dim)  # -> z^, w~
-        self.codebook = LearnedCodebook.from_config(cfg, dim)  # the means mu
-        self.gamma, self.beta, self.sigma2 = cfg.gmvq_gamma, cfg.gmvq_beta, cfg.gmvq_sigma**2
-        self.tau_start, self.tau_end, self.anneal_updates = cfg.temperature_start, cfg.temperature_end, cfg.anneal_updates
+class GaussianMixtureBottleneck(CodebookBottleneck):
+    def __init__(
+        self,
+        codebook: LearnedCodebook,
+        gamma: float,
+        beta: float,
+        sigma: float,
+        temperature_start: float,
+        temperature_end: float,
+        anneal_updates: int,
+    ):
+        super().__init__(codebook)  # the means mu
+        self.dim = codebook.dim
+        self.head = nn.Linear(self.dim, 2 * self.dim)  # -> z^, w~
+        self.gamma, self.beta, self.sigma2 = gamma, beta, sigma**2
+        self.tau_start, self.tau_end, self.anneal_updates = temperature_start, temperature_end, anneal_updates
         self.temperature = self.tau_start
+
+    @classmethod
+    def from_config(cls, cfg, dim: int) -> "GaussianMixtureBottleneck":
+        return cls(LearnedCodebook.from_config(cfg, dim), cfg.gmvq_gamma, cfg.gmvq_beta, cfg.gmvq_sigma,
+                   cfg.temperature_start, cfg.temperature_end, cfg.anneal_updates)
 
     def set_num_updates(self, num_updates: int) -> None:
         self.temperature = geometric_anneal(self.tau_start, self.tau_end, num_updates, self.anneal_updates)
-
 
     def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
         z = z_e[~padding_mask]  # [N, D]
         with full_precision(z):
             z_hat, raw_weights = self.head(z).float().chunk(2, dim=-1)  # [N, D] each
-            if self.training:
-                # Before the means enter this step's graph: both write the parameter in place.
-                proxy = z_hat.detach()
-                self.codebook.maybe_initialize(proxy, contribute=self.learn_from_batch)
-                self.codebook.reseed_dead_codes(proxy if self.learn_from_batch else proxy[:0])
+            self.prepare_codebook(z_hat)  # the means are fitted to the proxies
             logits = weighted_distance_logits(z_hat, F.softplus(raw_weights), self.codebook.embed.float())
             q = logits.softmax(-1)  # [N, K]
             means = self.codebook.embed.float()
@@ -91,14 +100,4 @@ class GaussianMixtureBottleneck(Bottleneck):
             latent_reg = (z_q - mu_c).pow(2).mean(-1).sum()
             kl = kl_to_uniform(q.mean(0)) * len(z) if len(z) > 0 else q.new_zeros(())
             loss = self.gamma * latent_reg + self.beta * kl
-        return BottleneckOutput(
-            z_q=scatter_positions(z_q.to(z.dtype), padding_mask),
-            codes=scatter_positions(codes, padding_mask),
-            code_targets=scatter_positions(q.detach(), padding_mask),
-            loss=loss,
-            dead_codes=self.codebook.num_dead_codes(),
-            reseeded_codes=self.codebook.last_reseeded if self.training else 0,
-        )
-
-    def embed_codes(self, codes: Tensor) -> Tensor:
-        return self.codebook.lookup(codes)
+        return self.output(z_q.to(z.dtype), codes, q, loss, padding_mask)

@@ -11,19 +11,23 @@ trained on the posterior softmax(logits). The codes learn by gradient descent.
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Bottleneck, BottleneckOutput, full_precision, one_hot_float, register_bottleneck, scatter_positions
+from .base import BottleneckOutput, full_precision, one_hot_float, register_bottleneck
+from .codebook_bottleneck import CodebookBottleneck
 from .learned_codebook import LearnedCodebook
 from .schedules import geometric_anneal
 
 
 @register_bottleneck("gumbel")
-class GumbelBottleneck(Bottleneck):
-    def __init__(self, dim: int, cfg):
-        super().__init__()
-        self.num_codes = cfg.codebook_size
-        self.codebook = LearnedCodebook.from_config(cfg, dim)
-        self.tau_start, self.tau_end, self.anneal_updates = cfg.temperature_start, cfg.temperature_end, cfg.anneal_updates
+class GumbelBottleneck(CodebookBottleneck):
+    def __init__(self, codebook: LearnedCodebook, temperature_start: float, temperature_end: float, anneal_updates: int):
+        super().__init__(codebook)
+        self.tau_start, self.tau_end, self.anneal_updates = temperature_start, temperature_end, anneal_updates
         self.temperature = self.tau_start
+
+    @classmethod
+    def from_config(cls, cfg, dim: int) -> "GumbelBottleneck":
+        return cls(LearnedCodebook.from_config(cfg, dim), cfg.temperature_start, cfg.temperature_end,
+                   cfg.anneal_updates)
 
     def set_num_updates(self, num_updates: int) -> None:
         self.temperature = geometric_anneal(self.tau_start, self.tau_end, num_updates, self.anneal_updates)
@@ -31,10 +35,7 @@ class GumbelBottleneck(Bottleneck):
     def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
         z = z_e[~padding_mask]  # [N, D]
         with full_precision(z):
-            if self.training:
-                # Before the codes enter this step's graph: both write the parameter in place.
-                self.codebook.maybe_initialize(z, contribute=self.learn_from_batch)
-                self.codebook.reseed_dead_codes(z.detach() if self.learn_from_batch else z[:0])
+            self.prepare_codebook(z)
             logits = -self.codebook.distances(z)  # [N, K], fp32, differentiable in z and the codes
             posterior = logits.softmax(-1)
             if self.training:
@@ -45,14 +46,4 @@ class GumbelBottleneck(Bottleneck):
                 codes = logits.argmax(-1)
                 y = one_hot_float(codes, self.num_codes)
             z_q = (y @ self.codebook.embed.float()).to(z.dtype)  # [N, D]
-        return BottleneckOutput(
-            z_q=scatter_positions(z_q, padding_mask),
-            codes=scatter_positions(codes, padding_mask),
-            code_targets=scatter_positions(posterior.detach(), padding_mask),
-            loss=z_q.new_zeros(()).float(),
-            dead_codes=self.codebook.num_dead_codes(),
-            reseeded_codes=self.codebook.last_reseeded if self.training else 0,
-        )
-
-    def embed_codes(self, codes: Tensor) -> Tensor:
-        return self.codebook.lookup(codes)
+        return self.output(z_q, codes, posterior, z_q.new_zeros(()).float(), padding_mask)

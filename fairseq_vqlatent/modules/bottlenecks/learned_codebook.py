@@ -7,7 +7,7 @@ initialisation and re-seeding write the parameter directly, on all workers alike
 """
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .codebook import Codebook
 
@@ -16,6 +16,12 @@ class LearnedCodebook(Codebook):
     def __init__(self, num_codes: int, dim: int, decay: float, init: str = "kmeans", dead_threshold: float = 0.0):
         super().__init__(num_codes, dim, decay, init=init, dead_threshold=dead_threshold)
         self.embed = nn.Parameter(torch.randn(num_codes, dim))  # [K, D], unit scale like the LayerNorm'd z_e
+
+    @torch.no_grad()
+    def before_step(self, z: Tensor, contribute: bool = True) -> None:
+        # Both write the parameter in place, so both happen before it enters the step's graph.
+        super().before_step(z, contribute)
+        self.reseed_dead_codes(z if contribute else z[:0])
 
     @classmethod
     def from_config(cls, cfg, dim: int) -> "LearnedCodebook":

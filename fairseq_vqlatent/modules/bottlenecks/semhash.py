@@ -41,20 +41,24 @@ def codes_to_bits(codes: Tensor, num_bits: int) -> Tensor:
 
 @register_bottleneck("semhash")
 class SemanticHashingBottleneck(Bottleneck):
-    def __init__(self, dim: int, cfg):
+    def __init__(self, dim: int, num_codes: int, noise_std: float, anneal_updates: int):
         super().__init__()
-        num_bits = round(math.log2(cfg.codebook_size))
-        if 2**num_bits != cfg.codebook_size:
-            raise VQLatentError(f"--bottleneck semhash needs a power of two for --codebook-size, not {cfg.codebook_size}")
-        if getattr(cfg, "dead_code_threshold", 0.0) > 0:
-            raise VQLatentError("--dead-code-threshold applies to codebook bottlenecks; semhash has no codebook")
-        self.num_codes, self.num_bits = cfg.codebook_size, num_bits
-        self.noise_std = cfg.semhash_noise
-        self.anneal_updates = cfg.anneal_updates
+        num_bits = round(math.log2(num_codes))
+        if 2**num_bits != num_codes:
+            raise VQLatentError(f"--bottleneck semhash needs a power of two for --codebook-size, not {num_codes}")
+        self.num_codes, self.num_bits = num_codes, num_bits
+        self.noise_std = noise_std
+        self.anneal_updates = anneal_updates
         self.soft_prob = SOFT_BITS_START
         self.to_bits = nn.Linear(dim, num_bits)
         self.embed_on = nn.Linear(num_bits, dim)  # A: what a set bit contributes
         self.embed_off = nn.Linear(num_bits, dim, bias=False)  # B: what a cleared bit contributes
+
+    @classmethod
+    def from_config(cls, cfg, dim: int) -> "SemanticHashingBottleneck":
+        if getattr(cfg, "dead_code_threshold", 0.0) > 0:
+            raise VQLatentError("--dead-code-threshold applies to codebook bottlenecks; semhash has no codebook")
+        return cls(dim, cfg.codebook_size, cfg.semhash_noise, cfg.anneal_updates)
 
     def set_num_updates(self, num_updates: int) -> None:
         self.soft_prob = linear_anneal(SOFT_BITS_START, 0.0, num_updates, self.anneal_updates)

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from .base import register_bottleneck
 from .em_bottleneck import EMBottleneck
+from .ema_codebook import EMACodebook
 
 
 def sample_responsibilities(logits: Tensor, num_samples: int) -> Tensor:
@@ -23,9 +24,13 @@ def sample_responsibilities(logits: Tensor, num_samples: int) -> Tensor:
 
 @register_bottleneck("soft_em")
 class SoftEMBottleneck(EMBottleneck):
-    def __init__(self, dim: int, cfg):
-        super().__init__(dim, cfg)
-        self.num_samples = cfg.num_samples
+    def __init__(self, codebook: EMACodebook, commitment_beta: float, num_samples: int):
+        super().__init__(codebook, commitment_beta)
+        self.num_samples = num_samples
+
+    @classmethod
+    def from_config(cls, cfg, dim: int) -> "SoftEMBottleneck":
+        return cls(EMACodebook.from_config(cfg, dim), cfg.commitment_beta, cfg.num_samples)
 
     def e_step(self, logits: Tensor, codes: Tensor) -> Tensor:
         return sample_responsibilities(logits, self.num_samples)
