@@ -29,7 +29,7 @@ $(VENV)/.installed: setup.py $(BIN)/python
 setup: $(VENV)/.installed
 
 test: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q tests
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q --durations=15 tests
 
 demo: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/pipeline.sh multi30k $(CORPUS_ARG) --work $(WORK)

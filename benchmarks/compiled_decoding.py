@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Does torch.compile speed up one-shot decoding on CPU? (issue 9, the compiled path)
+
+    python benchmarks/compiled_decoding.py --work WORK [--sentences 200] [--threads 1]
+
+Decodes the first --sentences of test at batch size 1 with LatentGenerator, eagerly
+and then with the encoder, the decompressor and the one-shot decoder wrapped in
+torch.compile(dynamic=True) (inductor, C++ kernels), in the same process, and
+prints ms per sentence for both, the compile time, and whether every output is
+identical. The prior's steps stay eager: its incremental state is a dict that
+fairseq mutates in place. Run it with nothing else on the machine.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def decode_all(generator, model, batches):
+    started = time.perf_counter()
+    outputs = [generator.generate([model], batch)[0][0]["tokens"].tolist() for batch in batches]
+    return (time.perf_counter() - started) * 1000 / len(batches), outputs
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", type=Path, required=True, help="pipeline work dir (latent/, distilled/bin)")
+    p.add_argument("--sentences", type=int, default=200)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    ckpt, data = a.work / "latent" / "checkpoint_best.pt", a.work / "distilled" / "bin"
+    for path in (ckpt, data):
+        if not path.exists():
+            p.error(f"{path} not found: run scripts/pipeline.sh multi30k --work {a.work} first")
+
+    from fairseq import checkpoint_utils
+
+    import fairseq_vqlatent  # noqa: F401
+    from fairseq_vqlatent.latent_generator import LatentGenerator
+
+    torch.set_num_threads(a.threads)
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)], arg_overrides={"data": str(data)})
+    model = models[0].eval()
+    task.load_dataset("test")
+    dataset = task.dataset("test")
+    batches = [dataset.collater([dataset[i]]) for i in range(min(a.sentences, len(dataset)))]
+    generator = LatentGenerator([model], task.target_dictionary, max_len_a=1.2, max_len_b=10)
+    with torch.inference_mode():
+        decode_all(generator, model, batches[:20])  # warm-up
+        eager_ms, eager = decode_all(generator, model, batches)
+        for part in ("encoder", "decompressor", "decoder"):
+            setattr(model, part, torch.compile(getattr(model, part), dynamic=True))
+        started = time.perf_counter()
+        decode_all(generator, model, batches[:20])  # compiles
+        compile_s = time.perf_counter() - started
+        compiled_ms, compiled = decode_all(generator, model, batches)
+    same = sum(x == y for x, y in zip(eager, compiled))
+    print(f"`python benchmarks/compiled_decoding.py --work {a.work} --sentences {len(batches)} --threads {a.threads}`\n")
+    print("| path | ms / sentence (batch 1) | vs eager |\n|---|---:|---:|")
+    print(f"| eager | {eager_ms:.2f} | 1.00x |")
+    print(f"| torch.compile (encoder, decompressor, decoder) | {compiled_ms:.2f} | {eager_ms / compiled_ms:.2f}x |")
+    print(f"\ncompile and warm-up: {compile_s:.0f} s; identical outputs: {same} of {len(batches)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
