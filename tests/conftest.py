@@ -115,3 +115,33 @@ def trained(tmp_path_factory, slice_data) -> SimpleNamespace:
     save = tmp_path_factory.mktemp("ckpt")
     proc = run(["fairseq-train", slice_data / "bin", *TINY_TRAIN_ARGS, "--max-update", "200", "--save-dir", save])
     return SimpleNamespace(data=slice_data, save=save, log=proc.stdout + proc.stderr)
+
+
+# ------------------------------------------------------------ bottlenecks alone
+
+
+def bottleneck_config(**overrides):
+    """The options every bottleneck reads, small: one home for the tests' bottleneck config."""
+    cfg = dict(codebook_size=8, num_samples=5, ema_decay=0.9, ema_epsilon=1e-5, commitment_beta=0.25,
+               codebook_init="random", dead_code_threshold=0.0, temperature_start=2.0, temperature_end=0.1,
+               anneal_updates=100, semhash_noise=1.0, gmvq_gamma=0.7, gmvq_beta=0.3, gmvq_sigma=1.5,
+               fsq_levels="2,2,2", cosine_codes=False)
+    cfg.update(overrides)
+    return SimpleNamespace(**cfg)
+
+
+def make_bottleneck(name, D=4, seed=0, **overrides):
+    from fairseq_vqlatent.modules.bottlenecks import build_bottleneck
+
+    torch.manual_seed(seed)
+    return build_bottleneck(name, D, bottleneck_config(**overrides))
+
+
+def padded_latents(seed=0, D=4):
+    """z [3, 5, D] and a padding mask: one full row, one of 3 latents, one of 1."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(3, 5, D, generator=g)
+    mask = torch.zeros(3, 5, dtype=torch.bool)
+    mask[1, 3:] = True
+    mask[2, 1:] = True
+    return z, mask
