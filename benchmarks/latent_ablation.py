@@ -57,6 +57,7 @@ ROWS = {  # in the order they run, two at a time
     "dropout 0": (["--dropout", "0"], [], True),
 }
 SHARES_CHECKPOINT = {"greedy stop by argmax": "recipe", "repeats allowed": "recipe"}
+MAX_LEN = ["--max-len-a", "1.2", "--max-len-b", "10"]  # scripts/common.sh's, for every system
 VALID_BLEU = re.compile(r"\| valid on 'valid' subset \|.*?\| bleu ([\d.]+) \|.*?\| num_updates (\d+)")
 
 
@@ -97,7 +98,7 @@ def measure(name: str, base: Path, work: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     print(f"== {name}: test BLEU and latency, codes over valid", flush=True)
     sh(["bash", REPO / "scripts" / "evaluate.sh", ckpt, base / "data", out / "eval", "--task", "translation_vqlatent",
-        "--", *ROWS[name][1]], out / "evaluate.log")
+        "--", *MAX_LEN, *ROWS[name][1]], out / "evaluate.log")
     test = json.loads((out / "eval" / "result.json").read_text())
     log = (trained / "train.log").read_text()
     curve = [(int(u), float(b)) for b, u in VALID_BLEU.findall(log)]
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
 
     teacher_dir = a.work / "teacher-greedy"
     sh(["bash", REPO / "scripts" / "evaluate.sh", a.base / "teacher" / "checkpoint_best.pt", a.base / "data",
-        teacher_dir, "--task", "translation", "--", "--beam", "1", "--max-len-a", "1.2", "--max-len-b", "10"],
+        teacher_dir, "--task", "translation", "--", "--beam", "1", *MAX_LEN],
        a.work / "teacher-greedy.log")
     teacher = json.loads((teacher_dir / "result.json").read_text())
 

@@ -16,6 +16,14 @@ device_flags() {
   fi
 }
 
+# The length budget of every decode the pipeline makes (distillation, evaluation, and the
+# latent model's validation, which picks checkpoint_best.pt): at most 1.2 |x| + 10 tokens,
+# for the latent model ceil((1.2 |x| + 10) / 2^n_c) codes. With fairseq's default (200
+# tokens) a prior that fails to stop for a few sentences fills them with 25 codes of
+# noise, and valid BLEU swung between 12.5 and 4.5 from one validation to the next.
+MAX_LEN=(--max-len-a 1.2 --max-len-b 10)
+MAX_LEN_JSON='{"max_len_a": 1.2, "max_len_b": 10}'
+
 # hours MINUTES: fairseq's --stop-time-hours takes hours.
 hours() { python3 -c "print($1 / 60)"; }
 

@@ -38,7 +38,7 @@ step "translating $N training sentences with the teacher (beam $BEAM) -> $OUT/ge
 # shellcheck disable=SC2046
 fairseq-generate "$DATA/bin" --user-dir "$USER_DIR" --task translation --path "$CKPT" \
   --gen-subset train --beam "$BEAM" --max-tokens "$MAX_TOKENS" --required-batch-size-multiple 1 \
-  --max-len-a 1.2 --max-len-b 10 --skip-invalid-size-inputs-valid-test $(device_flags) "${EXTRA[@]}" \
+  "${MAX_LEN[@]}" --skip-invalid-size-inputs-valid-test $(device_flags) "${EXTRA[@]}" \
   > "$OUT/generate-train.out.tmp" 2> "$OUT/generate-train.log" \
   || { tail -5 "$OUT/generate-train.log" >&2; die "teacher decoding failed (log: $OUT/generate-train.log)"; }
 mv "$OUT/generate-train.out.tmp" "$OUT/generate-train.out"

@@ -114,14 +114,13 @@ LATENT=$(best_checkpoint "$WORK/latent")
 
 # Latency is measured at batch size 1, then throughput at batch size 128, one system
 # after the other, on this machine.
-LEN=(--max-len-a 1.2 --max-len-b 10)
 TPUT=(--throughput-batch 128)
 stage eval-teacher-beam4 "$WORK/eval/teacher-beam4/result.json" bash "$REPO/scripts/evaluate.sh" \
-  "$TEACHER" "$DATA" "$WORK/eval/teacher-beam4" --task translation "${TPUT[@]}" -- --beam 4 "${LEN[@]}"
+  "$TEACHER" "$DATA" "$WORK/eval/teacher-beam4" --task translation "${TPUT[@]}" -- --beam 4 "${MAX_LEN[@]}"
 stage eval-teacher-greedy "$WORK/eval/teacher-greedy/result.json" bash "$REPO/scripts/evaluate.sh" \
-  "$TEACHER" "$DATA" "$WORK/eval/teacher-greedy" --task translation "${TPUT[@]}" -- --beam 1 "${LEN[@]}"
+  "$TEACHER" "$DATA" "$WORK/eval/teacher-greedy" --task translation "${TPUT[@]}" -- --beam 1 "${MAX_LEN[@]}"
 stage eval-latent "$WORK/eval/latent/result.json" bash "$REPO/scripts/evaluate.sh" \
-  "$LATENT" "$DATA" "$WORK/eval/latent" --task translation_vqlatent "${TPUT[@]}"
+  "$LATENT" "$DATA" "$WORK/eval/latent" --task translation_vqlatent "${TPUT[@]}" -- "${MAX_LEN[@]}"
 
 echo
 echo "=== examples (test set)"

@@ -35,7 +35,7 @@ run_fairseq_train "$DATA" "$SAVE" --task translation_vqlatent --criterion vqlate
   --share-all-embeddings --bottleneck soft_em --num-samples 10 --code-dim 16 --code-norm batch --compress-steps 3 \
   --ema-decay 0.99 --dead-code-threshold 0.3 --label-smoothing 0.1 \
   --optimizer adam --adam-betas '(0.9, 0.98)' --lr-scheduler inverse_sqrt --seed 1 \
-  --eval-bleu --eval-bleu-detok moses --eval-bleu-remove-bpe "$REMOVE_BPE" \
+  --eval-bleu --eval-bleu-detok moses --eval-bleu-remove-bpe "$REMOVE_BPE" --eval-bleu-args "$MAX_LEN_JSON" \
   --best-checkpoint-metric bleu --maximize-best-checkpoint-metric \
   --validate-interval-updates "$VALIDATE_EVERY" --save-interval-updates "$VALIDATE_EVERY" \
   --keep-interval-updates 1 \

@@ -60,6 +60,17 @@ def test_the_latent_model_starts_from_the_teacher_and_keeps_its_best_valid_bleu(
     assert "(epoch" in log and "score" in log and (pipeline.work / "latent" / "checkpoint_best.pt").exists()
 
 
+def test_every_decode_has_the_same_length_budget(pipeline):
+    """Distillation, evaluation and the latent model's validation (which picks
+    checkpoint_best.pt) all decode at most 1.2 |x| + 10 tokens."""
+    logs = pipeline.work / "logs"
+    assert "'eval_bleu_args': '{\"max_len_a\": 1.2, \"max_len_b\": 10}'" in (logs / "latent.log").read_text()
+    for system in ("teacher-beam4", "teacher-greedy", "latent"):
+        args = (pipeline.work / "eval" / system / "generate.log").read_text()
+        assert "'max_len_a': 1.2" in args and "'max_len_b': 10" in args, system
+    assert "'max_len_a': 1.2" in (pipeline.work / "distilled" / "generate-train.log").read_text()
+
+
 def test_each_system_translates_every_test_sentence_at_batch_size_1(pipeline):
     for system in SYSTEMS:
         result = json.loads((pipeline.work / "eval" / system / "result.json").read_text())
