@@ -37,6 +37,9 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, required=True, help="pipeline work dir (latent/, teacher/, data/)")
     p.add_argument("--candidates", default="1,4,8")
     p.add_argument("--throughput-batch", type=int, default=128)
+    p.add_argument("--shallow-teacher", type=Path,
+                   help="a deep-encoder, shallow-decoder teacher (Kasai et al. 2021) to time beside the others, e.g. "
+                        "scripts/train-teacher.sh DATA/bin OUT --size multi30k --minutes 8 -- --decoder-layers 1")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "decoding-speed-multi30k.md")
     a = p.parse_args(argv)
     latent, teacher = a.work / "latent" / "checkpoint_best.pt", a.work / "teacher" / "checkpoint_best.pt"
@@ -49,6 +52,9 @@ def main(argv=None) -> int:
     beam4 = evaluate(teacher, data, runs / "teacher-beam4", "translation", B, ["--beam", "4", *length])
     greedy = evaluate(teacher, data, runs / "teacher-greedy", "translation", B, ["--beam", "1", *length])
     rows = [("teacher, beam 4", None, beam4), ("teacher, greedy", None, greedy)]
+    if a.shallow_teacher:
+        rows.append(("shallow-decoder teacher, greedy", None, evaluate(
+            a.shallow_teacher, data, runs / "shallow-teacher-greedy", "translation", B, ["--beam", "1", *length])))
     for compute_type in ("float32", "int8"):  # the same teacher, as practitioners run it fast on CPU
         out = runs / f"ctranslate2-{compute_type}"
         if not (out / "result.json").exists():
