@@ -39,18 +39,18 @@ benchmark-cpu: setup
 	  --work work/benchmark-cpu
 
 ablation: setup
-	$(BIN)/pip install -q '.[benchmark]'
+	$(BIN)/pip install -q -e '.[test,benchmark]'
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/latent_ablation.py --base $(WORK) --work work/ablation
 
 decoding-speed: setup
-	$(BIN)/pip install -q '.[benchmark]'
+	$(BIN)/pip install -q -e '.[test,benchmark]'
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/decoding_speed.py --work $(WORK)
 
 benchmark: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/pipeline.sh multi30k --full $(CORPUS_ARG) --work work/benchmark
 
 bottlenecks: setup
-	$(BIN)/pip install -q '.[benchmark]'
+	$(BIN)/pip install -q -e '.[test,benchmark]'
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/bottlenecks.py --corpus $(CORPUS) --work work/bottlenecks
 
 clean:
