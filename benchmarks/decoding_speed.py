@@ -81,7 +81,7 @@ def main(argv=None) -> int:
                      f"| {r['sentences_per_second'] / greedy['sentences_per_second']:.2f}x |")
     text = "\n".join(lines)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(f"`python benchmarks/decoding_speed.py --work {a.work}`; test_2016_flickr, "
+    a.out.write_text(f"`python benchmarks/decoding_speed.py --work {a.work} --candidates {a.candidates}`; test_2016_flickr, "
                      f"{greedy['sentences']} sentences, {greedy['device']}\n\n{text}\n")
     print(text)
 
