@@ -137,6 +137,12 @@ def make_bottleneck(name, D=4, seed=0, **overrides):
     return build_bottleneck(name, D, bottleneck_config(**overrides))
 
 
+def bottleneck(name, K=8, D=4, decay=0.0, eps=1e-9, samples=10, init="random", dead=0.0):
+    """A codebook bottleneck whose EM math is exact: no decay, no smoothing to speak of."""
+    return make_bottleneck(name, D, codebook_size=K, ema_decay=decay, ema_epsilon=eps, num_samples=samples,
+                           codebook_init=init, dead_code_threshold=dead)
+
+
 def padded_latents(seed=0, D=4):
     """z [3, 5, D] and a padding mask: one full row, one of 3 latents, one of 1."""
     g = torch.Generator().manual_seed(seed)

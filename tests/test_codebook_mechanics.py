@@ -8,15 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import make_bottleneck, padded_latents
+from conftest import bottleneck, make_bottleneck, padded_latents
 from fairseq_vqlatent.modules.bottlenecks import build_bottleneck
 from fairseq_vqlatent.modules.bottlenecks.ema_codebook import EMACodebook, laplace_smoothed
-
-
-def bottleneck(name, K=8, D=4, decay=0.0, eps=1e-9, samples=10, init="random", dead=0.0):
-    """Exact EM math: no decay, no smoothing to speak of."""
-    return make_bottleneck(name, D, codebook_size=K, ema_decay=decay, ema_epsilon=eps, num_samples=samples,
-                           codebook_init=init, dead_code_threshold=dead)
 
 
 def test_ema_update_equals_the_formula():

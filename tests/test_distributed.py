@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from test_bottleneck_math import bottleneck
+from conftest import bottleneck
 
 STEPS = 5
 
