@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -97,6 +98,9 @@ def measure(name: str, base: Path, work: Path) -> dict:
         return result
     out.mkdir(parents=True, exist_ok=True)
     print(f"== {name}: test BLEU and latency, codes over valid", flush=True)
+    # evaluate.sh skips an OUT_DIR it has scored before: a row measured again must not
+    # silently get its old test BLEU back.
+    shutil.rmtree(out / "eval", ignore_errors=True)
     sh(["bash", REPO / "scripts" / "evaluate.sh", ckpt, base / "data", out / "eval", "--task", "translation_vqlatent",
         "--", *MAX_LEN, *ROWS[name][1]], out / "evaluate.log")
     test = json.loads((out / "eval" / "result.json").read_text())
