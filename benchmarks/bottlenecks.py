@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# scripts/common.sh's MAX_LEN: every system decodes at most 1.2 |x| + 10 tokens
+MAX_LEN_A, MAX_LEN_B = 1.2, 10
+MAX_LEN = ["--max-len-a", str(MAX_LEN_A), "--max-len-b", str(MAX_LEN_B)]
 
 VARIANTS = {  # name: fairseq-train arguments on top of train-vqlatent.sh's
     "vq": ["--bottleneck", "vq"],

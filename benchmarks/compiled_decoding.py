@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from bottlenecks import MAX_LEN_A, MAX_LEN_B
+
 
 def decode_all(generator, model, batches):
     started = time.perf_counter()
@@ -47,7 +49,7 @@ def main(argv=None) -> int:
     task.load_dataset("test")
     dataset = task.dataset("test")
     batches = [dataset.collater([dataset[i]]) for i in range(min(a.sentences, len(dataset)))]
-    generator = LatentGenerator([model], task.target_dictionary, max_len_a=1.2, max_len_b=10)
+    generator = LatentGenerator([model], task.target_dictionary, max_len_a=MAX_LEN_A, max_len_b=MAX_LEN_B)
     with torch.inference_mode():
         decode_all(generator, model, batches[:20])  # warm-up
         eager_ms, eager = decode_all(generator, model, batches)

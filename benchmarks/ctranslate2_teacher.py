@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from bottlenecks import MAX_LEN_A, MAX_LEN_B, REPO
 
 
 def convert(ckpt: Path, bin_dir: Path, out: Path) -> Path:
@@ -40,7 +40,7 @@ def translate(translator, sources, batch: int, beam: int):
     hyps, seconds = [], 0.0
     for i in range(0, len(sources), batch):
         chunk = sources[i : i + batch]
-        limit = int(1.2 * max(len(s) for s in chunk) + 10)
+        limit = int(MAX_LEN_A * max(len(s) for s in chunk) + MAX_LEN_B)
         t0 = time.perf_counter()
         out = translator.translate_batch(chunk, beam_size=beam, max_batch_size=batch, max_decoding_length=limit)
         seconds += time.perf_counter() - t0

@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from bottlenecks import REPO, sh
+from bottlenecks import MAX_LEN, REPO, sh
 
 
 def evaluate(ckpt: Path, data: Path, out: Path, task: str, batch: int, extra) -> dict:
@@ -48,13 +48,12 @@ def main(argv=None) -> int:
         if not path.exists():
             p.error(f"{path} not found: run scripts/pipeline.sh multi30k --work {a.work} first")
 
-    length = ["--max-len-a", "1.2", "--max-len-b", "10"]
-    beam4 = evaluate(teacher, data, runs / "teacher-beam4", "translation", B, ["--beam", "4", *length])
-    greedy = evaluate(teacher, data, runs / "teacher-greedy", "translation", B, ["--beam", "1", *length])
+    beam4 = evaluate(teacher, data, runs / "teacher-beam4", "translation", B, ["--beam", "4", *MAX_LEN])
+    greedy = evaluate(teacher, data, runs / "teacher-greedy", "translation", B, ["--beam", "1", *MAX_LEN])
     rows = [("teacher, beam 4", None, beam4), ("teacher, greedy", None, greedy)]
     if a.shallow_teacher:
         rows.append(("shallow-decoder teacher, greedy", None, evaluate(
-            a.shallow_teacher, data, runs / "shallow-teacher-greedy", "translation", B, ["--beam", "1", *length])))
+            a.shallow_teacher, data, runs / "shallow-teacher-greedy", "translation", B, ["--beam", "1", *MAX_LEN])))
     for compute_type in ("float32", "int8"):  # the same teacher, as practitioners run it fast on CPU
         out = runs / f"ctranslate2-{compute_type}"
         if not (out / "result.json").exists():
@@ -69,7 +68,7 @@ def main(argv=None) -> int:
             name = f"latent, N = {n}" + (f", {chooser}" if n > 1 else "")
             out = runs / f"n{n}-{chooser.replace(' ', '-')}"
             rows.append((name, (n, chooser), evaluate(latent, data, out, "translation_vqlatent", B,
-                                                      ["--latent-candidates", str(n), *length, *extra])))
+                                                      ["--latent-candidates", str(n), *MAX_LEN, *extra])))
 
     lines = ["| system | sacreBLEU | % of teacher greedy | length ratio | ms / sentence (batch 1) "
              f"| speed-up vs teacher greedy | sentences / s (batch {B}) | throughput vs teacher greedy |",

@@ -34,7 +34,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bottlenecks import REPO, code_health, plot_curves, sh, slug
+from bottlenecks import MAX_LEN, REPO, code_health, plot_curves, sh, slug
 
 # name: (fairseq-train arguments on top of the recipe, generate arguments, start from the teacher)
 ROWS = {  # in the order they run, two at a time
@@ -58,7 +58,6 @@ ROWS = {  # in the order they run, two at a time
     "dropout 0": (["--dropout", "0"], [], True),
 }
 SHARES_CHECKPOINT = {"greedy stop by argmax": "recipe", "repeats allowed": "recipe"}
-MAX_LEN = ["--max-len-a", "1.2", "--max-len-b", "10"]  # scripts/common.sh's, for every system
 VALID_BLEU = re.compile(r"\| valid on 'valid' subset \|.*?\| bleu ([\d.]+) \|.*?\| num_updates (\d+)")
 
 

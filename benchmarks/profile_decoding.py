@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from bottlenecks import MAX_LEN_A, MAX_LEN_B
+
 
 def load(path, data):
     from fairseq import checkpoint_utils
@@ -75,7 +77,7 @@ def timed(task, subset, n, warmup):
 def profile_latent(model, task, subset, n, warmup):
     from fairseq_vqlatent.latent_generator import LatentGenerator
 
-    gen = LatentGenerator([model], task.target_dictionary, max_len_a=1.2, max_len_b=10)
+    gen = LatentGenerator([model], task.target_dictionary, max_len_a=MAX_LEN_A, max_len_b=MAX_LEN_B)
     clock, batches = timed(task, subset, n, warmup)
     for sample, src, lengths in batches:
         with torch.inference_mode():
@@ -98,7 +100,7 @@ def profile_latent(model, task, subset, n, warmup):
 def profile_teacher(model, task, subset, n, warmup):
     from fairseq.sequence_generator import SequenceGenerator
 
-    search = SequenceGenerator([model], task.target_dictionary, beam_size=1, max_len_a=1.2, max_len_b=10)
+    search = SequenceGenerator([model], task.target_dictionary, beam_size=1, max_len_a=MAX_LEN_A, max_len_b=MAX_LEN_B)
     clock, batches = timed(task, subset, n, warmup)
     for sample, src, lengths in batches:
         with torch.inference_mode():

@@ -48,8 +48,9 @@ def plain_words(exc: BaseException) -> Optional[str]:
         return (f"sentence id {index} has {tokens} tokens, more than the model's {limit} positions: "
                 "split it, or skip such sentences with --skip-invalid-size-inputs-valid-test")
     checkpoint = _checkpoint_named_on_command_line()
-    if isinstance(exc, pickle.UnpicklingError) and GLOBAL.search(text):
-        return (f"{checkpoint} refused: it pickles {GLOBAL.search(text).group(1)}, which is neither weights "
+    foreign = GLOBAL.search(text) if isinstance(exc, pickle.UnpicklingError) else None
+    if foreign:
+        return (f"{checkpoint} refused: it pickles {foreign.group(1)}, which is neither weights "
                 "nor fairseq's options; such a pickle can run code when loaded, so weights-only loading "
                 "stays on. Re-save the checkpoint without that object")
     if (isinstance(exc, RuntimeError) and "PytorchStreamReader failed" in text) or isinstance(exc, EOFError):

@@ -27,8 +27,8 @@ neighbours' choices. Unless ``allow_repeats``, each position takes the best toke
 other than the one just emitted. Deleting repeats afterwards, as NAT papers do
 (Lee et al. 2018, Gu et al. 2018), shortens the output: a third of the tokens of
 a 300-update model, which then loses more to the brevity penalty than it gains
-(benchmarks/results/latent-ablation-multi30k.md). Hypotheses come in fairseq's format, so fairseq-generate and
-fairseq-interactive print and score them as usual.
+(benchmarks/results/decoding-rules-multi30k.md). Hypotheses come in fairseq's
+format, so fairseq-generate and fairseq-interactive print and score them as usual.
 """
 
 import math
