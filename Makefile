@@ -5,7 +5,8 @@
 # make ablation: the latent model's recipe one change at a time (benchmarks/latent_ablation.py; needs make demo's work dir)
 # make decoding-speed: BLEU, batch-1 latency and batch-128 throughput of teacher and latent model with
 #                 noisy parallel decoding (benchmarks/decoding_speed.py; needs make demo's work dir)
-# make test:      set up .venv and run the test suite
+# make test:      set up .venv and run the test suite (CI runs this)
+# make test-fast: the same without the end-to-end pipeline runs (marked slow)
 # make bottlenecks: every bottleneck for the same budget on Multi30k (benchmarks/bottlenecks.py)
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ WORK ?= work/demo
 # The shared corpus when it is there, else the official download.
 CORPUS_ARG = $(if $(wildcard $(CORPUS)/train.en),--corpus-dir $(CORPUS),)
 
-.PHONY: setup test demo benchmark benchmark-cpu ablation decoding-speed bottlenecks clean
+.PHONY: setup test test-fast demo benchmark benchmark-cpu ablation decoding-speed bottlenecks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,9 @@ setup: $(VENV)/.installed
 
 test: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q --durations=15 tests
+
+test-fast: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q --durations=15 -m "not slow" tests
 
 demo: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/pipeline.sh multi30k $(CORPUS_ARG) --work $(WORK)

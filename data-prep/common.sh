@@ -24,6 +24,9 @@ skip() { echo "== $* (done already, skipped)"; }
 
 count_lines() { awk 'END { print NR }' "$1"; }
 
+# first_lines N IN OUT: IN's first N lines (all of them when N is 0) into OUT.
+first_lines() { if [ "$1" -gt 0 ]; then head -n "$1" "$2" > "$3"; else cp "$2" "$3"; fi; }
+
 # check_pair PREFIX: PREFIX.en and PREFIX.de exist, are non-empty and line-aligned.
 check_pair() {
   local p=$1 l a b

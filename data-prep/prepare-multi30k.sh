@@ -61,10 +61,7 @@ else
   rm -rf "$OUT/orig.tmp"; mkdir -p "$OUT/orig.tmp"
   for s in train valid test; do
     cap=$MAX_EVAL_LINES; [ "$s" = train ] && cap=$MAX_LINES
-    for l in $SRC $TGT; do
-      if [ "$cap" -gt 0 ]; then head -n "$cap" "$FROM/${NAME[$s]}.$l" > "$OUT/orig.tmp/$s.$l"
-      else cp "$FROM/${NAME[$s]}.$l" "$OUT/orig.tmp/$s.$l"; fi
-    done
+    for l in $SRC $TGT; do first_lines "$cap" "$FROM/${NAME[$s]}.$l" "$OUT/orig.tmp/$s.$l"; done
   done
   mv "$OUT/orig.tmp" "$OUT/orig"
 fi

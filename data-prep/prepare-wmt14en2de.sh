@@ -3,13 +3,14 @@
 # training, newstest2013 for validation, the full newstest2014 (3,003 lines) for test.
 #
 #   data-prep/prepare-wmt14en2de.sh OUT [--from DIR]... [--bpe-merges N | --spm [--vocab-size V]]
-#                                   [--max-lines N] [--max-len N] [--ratio R]
+#                                   [--max-lines N] [--max-eval-lines N] [--max-len N] [--ratio R]
 #
 # Without --from, downloads the official archives from statmt.org (set
 # WMT14_MIRROR to another base URL, file:// included, to use a mirror).
 # --from DIR (repeatable) takes local plain text instead: every pair X.en / X.de
 # in the directories is used, newstest2013 as valid, newstest2014 as test, and
 # all other pairs, concatenated in name order, as training data.
+# --max-lines caps the training pairs and --max-eval-lines valid and test (smoke tests).
 # Text is normalised and Moses-tokenised with sacremoses, then split into joint
 # BPE (subword-nmt, 40,000 merges) or sentencepiece (--spm, 32,000 pieces).
 # Training pairs longer than --max-len (250) subwords or with a length ratio above
@@ -17,8 +18,8 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-usage() { echo "usage: $0 OUT [--from DIR]... [--bpe-merges N | --spm [--vocab-size V]] [--max-lines N] [--max-len N] [--ratio R]" >&2; exit 2; }
-OUT="" SCHEME=subword_nmt MERGES=40000 VOCAB=32000 MAX_LINES=0 MAX_LEN=250 RATIO=1.5
+usage() { echo "usage: $0 OUT [--from DIR]... [--bpe-merges N | --spm [--vocab-size V]] [--max-lines N] [--max-eval-lines N] [--max-len N] [--ratio R]" >&2; exit 2; }
+OUT="" SCHEME=subword_nmt MERGES=40000 VOCAB=32000 MAX_LINES=0 MAX_EVAL_LINES=0 MAX_LEN=250 RATIO=1.5
 FROM=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -27,6 +28,7 @@ while [ $# -gt 0 ]; do
     --spm) SCHEME=sentencepiece; shift ;;
     --vocab-size) VOCAB=${2:?}; shift 2 ;;
     --max-lines) MAX_LINES=${2:?}; shift 2 ;;
+    --max-eval-lines) MAX_EVAL_LINES=${2:?}; shift 2 ;;
     --max-len) MAX_LEN=${2:?}; shift 2 ;;
     --ratio) RATIO=${2:?}; shift 2 ;;
     -h|--help) usage ;;
@@ -93,9 +95,11 @@ else
   for p in "${train[@]}"; do echo "   train: $p ($(count_lines "$p.$SRC") pairs)"; done
   echo "   valid: $valid"; echo "   test:  $test"
   for l in $SRC $TGT; do
-    for p in "${train[@]}"; do cat "$p.$l"; done > "$OUT/orig.tmp/train.$l"
-    if [ "$MAX_LINES" -gt 0 ]; then head -n "$MAX_LINES" "$OUT/orig.tmp/train.$l" > "$OUT/orig.tmp/cap" && mv "$OUT/orig.tmp/cap" "$OUT/orig.tmp/train.$l"; fi
-    cp "$valid.$l" "$OUT/orig.tmp/valid.$l"; cp "$test.$l" "$OUT/orig.tmp/test.$l"
+    for p in "${train[@]}"; do cat "$p.$l"; done > "$OUT/orig.tmp/all-train.$l"
+    first_lines "$MAX_LINES" "$OUT/orig.tmp/all-train.$l" "$OUT/orig.tmp/train.$l"
+    first_lines "$MAX_EVAL_LINES" "$valid.$l" "$OUT/orig.tmp/valid.$l"
+    first_lines "$MAX_EVAL_LINES" "$test.$l" "$OUT/orig.tmp/test.$l"
+    rm "$OUT/orig.tmp/all-train.$l"
   done
   mv "$OUT/orig.tmp" "$OUT/orig"
 fi

@@ -46,14 +46,14 @@ def code_statistics(model, task, split: str, max_tokens: int):
     return counts, lengths
 
 
-def code_spread(model, counts: torch.Tensor) -> float:
+def code_spread(bottleneck, counts: torch.Tensor) -> float:
     """Mean distance between the used codes, weighted by use, over their mean norm:
     near 0 when distinct ids share one point of the code space."""
     used = (counts > 0).nonzero().flatten()
     if len(used) < 2:
         return 0.0
     with torch.no_grad():
-        e = model.embed_codes(used).float()  # [U, code_dim]
+        e = bottleneck.code_vectors(used).float()  # [U, code_dim]: in the space where codes are compared
     w = counts[used] / counts[used].sum()
     mean_distance = (w[:, None] * w[None, :] * torch.cdist(e, e)).sum() / (1 - (w**2).sum())
     return float(mean_distance / e.norm(dim=-1).mean().clamp_min(1e-9))
@@ -129,7 +129,7 @@ def main(argv=None) -> None:
     except FileNotFoundError as e:
         sys.exit(f"error: split {args.split!r} not found in {args.data}: {e}")
     counts, lengths = code_statistics(model, task, args.split, args.max_tokens)
-    spread = code_spread(model, counts)
+    spread = code_spread(model.bottleneck, counts)
     reliance = code_reliance(model, task, args.split, args.max_tokens, counts)
     print(f"{args.checkpoint} on {args.data} [{args.split}], bottleneck {model.cfg.bottleneck}")
     print(report(counts, lengths, args.top, spread, reliance))

@@ -11,8 +11,11 @@
 #   --teacher-minutes M    --teacher-updates N    (env TEACHER_MINUTES, TEACHER_UPDATES)
 #   --latent-minutes M     --latent-updates N     (env LATENT_MINUTES, LATENT_UPDATES)
 #   --max-lines N          cap the training pairs (env MAX_LINES; smoke tests)
-#   --max-eval-lines N     cap valid/test (multi30k only; env MAX_EVAL_LINES; smoke tests)
+#   --max-eval-lines N     cap valid/test (env MAX_EVAL_LINES; smoke tests)
 #   --bpe-merges N         (env BPE_MERGES)
+#   --spm [--vocab-size V] sentencepiece instead of BPE (env SPM=1, VOCAB_SIZE)
+#   --teacher-args "ARGS"  --latent-args "ARGS"   extra fairseq-train options for a stage,
+#                          e.g. a smaller architecture (env TEACHER_ARGS, LATENT_ARGS)
 #   --examples N           example translations to show (default 5)
 #
 # Budgets (a training stops at whichever of minutes/updates comes first; 0 = no limit):
@@ -40,6 +43,10 @@ while [ $# -gt 0 ]; do
     --max-lines) MAX_LINES=${2:?}; shift 2 ;;
     --max-eval-lines) MAX_EVAL_LINES=${2:?}; shift 2 ;;
     --bpe-merges) BPE_MERGES=${2:?}; shift 2 ;;
+    --spm) SPM=1; shift ;;
+    --vocab-size) VOCAB_SIZE=${2:?}; shift 2 ;;
+    --teacher-args) TEACHER_ARGS=${2?}; shift 2 ;;
+    --latent-args) LATENT_ARGS=${2?}; shift 2 ;;
     --examples) EXAMPLES=${2:?}; shift 2 ;;
     -h|--help) usage ;;
     *) echo "unknown option $1" >&2; usage ;;
@@ -53,9 +60,12 @@ elif [ "$CORPUS" = multi30k ]; then
 else
   : "${TEACHER_MINUTES:=0}" "${TEACHER_UPDATES:=100000}" "${LATENT_MINUTES:=0}" "${LATENT_UPDATES:=200000}"
 fi
-: "${MAX_LINES:=0}" "${MAX_EVAL_LINES:=0}"
-[ "$CORPUS" = multi30k ] && : "${BPE_MERGES:=10000}"
-[ "$CORPUS" = wmt14 ] && : "${BPE_MERGES:=40000}"
+: "${MAX_LINES:=0}" "${MAX_EVAL_LINES:=0}" "${SPM:=0}" "${TEACHER_ARGS:=}" "${LATENT_ARGS:=}"
+if [ "$CORPUS" = multi30k ]; then : "${BPE_MERGES:=10000}" "${VOCAB_SIZE:=8000}"
+else : "${BPE_MERGES:=40000}" "${VOCAB_SIZE:=32000}"; fi
+SUBWORDS=(--bpe-merges "$BPE_MERGES"); [ "$SPM" = 1 ] && SUBWORDS=(--spm --vocab-size "$VOCAB_SIZE")
+read -ra TEACHER_EXTRA <<< "$TEACHER_ARGS"
+read -ra LATENT_EXTRA <<< "$LATENT_ARGS"
 
 mkdir -p "$WORK/logs"
 WORK=$(cd "$WORK" && pwd)
@@ -90,16 +100,16 @@ DATA=$WORK/data
 FROM=()
 for d in "${CORPUS_DIRS[@]}"; do FROM+=(--from "$d"); done
 if [ "$CORPUS" = multi30k ]; then
-  stage data "$DATA/bin/subword-scheme" bash "$REPO/data-prep/prepare-multi30k.sh" "$DATA" "${FROM[@]}" \
-    --bpe-merges "$BPE_MERGES" --max-lines "$MAX_LINES" --max-eval-lines "$MAX_EVAL_LINES"
+  PREPARE=$REPO/data-prep/prepare-multi30k.sh
 else
-  stage data "$DATA/bin/subword-scheme" bash "$REPO/data-prep/prepare-wmt14en2de.sh" "$DATA" "${FROM[@]}" \
-    --bpe-merges "$BPE_MERGES" --max-lines "$MAX_LINES"
+  PREPARE=$REPO/data-prep/prepare-wmt14en2de.sh
 fi
+stage data "$DATA/bin/subword-scheme" bash "$PREPARE" "$DATA" "${FROM[@]}" \
+  "${SUBWORDS[@]}" --max-lines "$MAX_LINES" --max-eval-lines "$MAX_EVAL_LINES"
 grep -h "kept\|data ready" "$LOGS/data.log" 2>/dev/null | sed 's/^ */    /' || true
 
 stage teacher "$WORK/teacher/.done" bash "$REPO/scripts/train-teacher.sh" "$DATA/bin" "$WORK/teacher" \
-  --size "$CORPUS" --max-update "$TEACHER_UPDATES" --minutes "$TEACHER_MINUTES"
+  --size "$CORPUS" --max-update "$TEACHER_UPDATES" --minutes "$TEACHER_MINUTES" -- "${TEACHER_EXTRA[@]}"
 grep "| valid on" "$LOGS/teacher.log" 2>/dev/null | tail -1 | sed 's/.*| valid on/    teacher valid:/' || true
 TEACHER=$(best_checkpoint "$WORK/teacher")
 
@@ -108,7 +118,7 @@ grep -h "keep their reference\|corpus ready" "$LOGS/distill.log" 2>/dev/null | s
 
 # The latent model starts from the teacher's encoder, embeddings and decoder layers.
 stage latent "$WORK/latent/.done" bash "$REPO/scripts/train-vqlatent.sh" "$WORK/distilled/bin" "$WORK/latent" \
-  --size "$CORPUS" --max-update "$LATENT_UPDATES" --minutes "$LATENT_MINUTES" -- --init-from-teacher "$TEACHER"
+  --size "$CORPUS" --max-update "$LATENT_UPDATES" --minutes "$LATENT_MINUTES" -- --init-from-teacher "$TEACHER" "${LATENT_EXTRA[@]}"
 grep "| valid on" "$LOGS/latent.log" 2>/dev/null | tail -1 | sed 's/.*| valid on/    latent valid:/' || true
 LATENT=$(best_checkpoint "$WORK/latent")
 

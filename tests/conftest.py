@@ -47,6 +47,15 @@ TINY_TRAIN_ARGS = [
     "--log-interval", "10", "--no-progress-bar", "--log-format", "simple",
 ]
 
+# fairseq-train overrides that make scripts/pipeline.sh's stages tiny (--teacher-args,
+# --latent-args): the same shapes in both, so that --init-from-teacher copies.
+TINY_TEACHER_ARGS = ("--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 64 --decoder-embed-dim 64 "
+                     "--encoder-ffn-embed-dim 128 --decoder-ffn-embed-dim 128 "
+                     "--encoder-attention-heads 2 --decoder-attention-heads 2")
+TINY_LATENT_ARGS = ("--encoder-layers 1 --decoder-layers 1 --prior-layers 1 --encoder-embed-dim 64 "
+                    "--encoder-ffn-embed-dim 128 --decoder-ffn-embed-dim 128 --encoder-attention-heads 2 "
+                    "--codebook-size 32")
+
 
 def toy_task(vocab_size: int = 30) -> SimpleNamespace:
     d = Dictionary()

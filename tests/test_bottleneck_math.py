@@ -143,7 +143,7 @@ def test_code_spread_is_zero_for_ids_on_one_point_and_exact_for_orthogonal_codes
     from fairseq_vqlatent.inspect_codes import code_spread
 
     def model(embed):
-        return SimpleNamespace(embed_codes=lambda codes: embed[codes])
+        return SimpleNamespace(code_vectors=lambda codes: embed[codes])
 
     counts = torch.tensor([5.0, 5.0, 0.0])
     on_one_point = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])

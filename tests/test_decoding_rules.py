@@ -313,7 +313,7 @@ def test_each_loss_term_is_a_mean_over_its_own_units():
     # commitment: beta times the mean over latents of the squared distance, averaged over dimensions
     with torch.no_grad():
         z_e, latent_mask = model.compressor(batch["target"], None)
-        z = model.project_in(z_e, latent_mask)[~latent_mask]
+        z = model.bottleneck.project_in(z_e, latent_mask)[~latent_mask]
     e = codes_before_m_step[out.bottleneck.codes[~latent_mask]]
     commitment = beta * (z - e).pow(2).mean(-1).mean()
 

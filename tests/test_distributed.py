@@ -86,7 +86,7 @@ def test_kmeans_init_and_reseeding_are_identical_on_both_workers(tmp_path, name)
 
 
 def batch_norm_worker(rank, world, port, out_dir):
-    from fairseq_vqlatent.modules.code_space import MaskedBatchNorm
+    from fairseq_vqlatent.modules.bottlenecks.code_space import MaskedBatchNorm
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -99,7 +99,7 @@ def batch_norm_worker(rank, world, port, out_dir):
 
 
 def test_the_code_space_batch_norm_uses_both_workers_statistics(tmp_path):
-    from fairseq_vqlatent.modules.code_space import MaskedBatchNorm
+    from fairseq_vqlatent.modules.bottlenecks.code_space import MaskedBatchNorm
 
     mp.spawn(batch_norm_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     (out0, mean0, var0), (out1, mean1, var1) = (torch.load(tmp_path / f"bn{r}.pt") for r in range(2))

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import REPO, run
+from conftest import REPO, TINY_LATENT_ARGS, TINY_TEACHER_ARGS, run
 
 SYSTEMS = ("teacher-beam4", "teacher-greedy", "latent")
 EVAL_LINES = 100
 PIPELINE = ["bash", REPO / "scripts" / "pipeline.sh", "multi30k", "--max-lines", "1000",
-            "--max-eval-lines", str(EVAL_LINES), "--bpe-merges", "1000", "--teacher-updates", "20",
-            "--latent-updates", "20", "--examples", "2"]
+            "--max-eval-lines", str(EVAL_LINES), "--bpe-merges", "1000", "--teacher-args", TINY_TEACHER_ARGS,
+            "--latent-args", TINY_LATENT_ARGS, "--teacher-updates", "20", "--latent-updates", "20", "--examples", "2"]
 
 
 def lines(path: Path) -> list:
@@ -29,6 +29,7 @@ def pipeline(tmp_path_factory, corpus_dir):
     return SimpleNamespace(work=work, out=proc.stdout, corpus=corpus_dir)
 
 
+@pytest.mark.slow
 def test_pipeline_prints_the_three_system_table(pipeline):
     rows = re.findall(r"^\| (teacher, beam 4|teacher, greedy|latent codes \(one-shot decoder\)) \| ([\d.]+) \| "
                       r"(\d+)% \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \| ([\d.]+) \| ([\d.]+)x \|$",
@@ -42,6 +43,7 @@ def test_pipeline_prints_the_three_system_table(pipeline):
     assert (pipeline.work / "results.md").read_text().count("\n| ") == 3  # the three rows under the header
 
 
+@pytest.mark.slow
 def test_every_stage_has_a_banner_a_log_and_a_wall_time(pipeline):
     stages = ["data", "teacher", "distill", "latent", "eval-teacher-beam4", "eval-teacher-greedy", "eval-latent"]
     for i, name in enumerate(stages, 1):
@@ -51,6 +53,7 @@ def test_every_stage_has_a_banner_a_log_and_a_wall_time(pipeline):
     assert pipeline.out.count("\nSRC      ") == 2 and "LATENT   " in pipeline.out
 
 
+@pytest.mark.slow
 def test_the_latent_model_starts_from_the_teacher_and_keeps_its_best_valid_bleu(pipeline):
     log = (pipeline.work / "logs" / "latent.log").read_text()
     assert re.search(r"initialised from teacher .*checkpoint_best\.pt: copied \d+ tensors \(decoder\.embed_positions|"
@@ -60,6 +63,7 @@ def test_the_latent_model_starts_from_the_teacher_and_keeps_its_best_valid_bleu(
     assert "(epoch" in log and "score" in log and (pipeline.work / "latent" / "checkpoint_best.pt").exists()
 
 
+@pytest.mark.slow
 def test_every_decode_has_the_same_length_budget(pipeline):
     """Distillation, evaluation and the latent model's validation (which picks
     checkpoint_best.pt) all decode at most 1.2 |x| + 10 tokens."""
@@ -71,6 +75,7 @@ def test_every_decode_has_the_same_length_budget(pipeline):
     assert "'max_len_a': 1.2" in (pipeline.work / "distilled" / "generate-train.log").read_text()
 
 
+@pytest.mark.slow
 def test_each_system_translates_every_test_sentence_at_batch_size_1(pipeline):
     for system in SYSTEMS:
         result = json.loads((pipeline.work / "eval" / system / "result.json").read_text())
@@ -80,6 +85,7 @@ def test_each_system_translates_every_test_sentence_at_batch_size_1(pipeline):
         assert len(lines(pipeline.work / "eval" / system / "hyp.txt")) == EVAL_LINES
 
 
+@pytest.mark.slow
 def test_distilled_corpus_is_line_aligned_with_the_source(pipeline):
     data, distilled = pipeline.work / "data", pipeline.work / "distilled"
     assert lines(distilled / "text" / "train.en") == lines(data / "sub" / "train.clean.en")
@@ -92,6 +98,7 @@ def test_distilled_corpus_is_line_aligned_with_the_source(pipeline):
     assert (distilled / "bin" / "test.en-de.de.bin").read_bytes() == (data / "bin" / "test.en-de.de.bin").read_bytes()
 
 
+@pytest.mark.slow
 def test_over_long_sources_fall_back_to_their_reference(pipeline, tmp_path):
     """With room for 12 source tokens, longer sentences cannot be decoded: they keep their reference."""
     data = pipeline.work / "data"
@@ -106,6 +113,7 @@ def test_over_long_sources_fall_back_to_their_reference(pipeline, tmp_path):
     assert re.search(rf"{len(too_long)} of {len(src)} sentences had no usable hypothesis", proc.stdout), proc.stdout
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_stages_and_resumes_training(pipeline, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(pipeline.work, work)
@@ -160,6 +168,7 @@ def test_stage_scripts_name_the_problem(cmd, message):
     assert message in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_evaluating_a_latent_checkpoint_as_a_translation_model_is_refused(pipeline, tmp_path):
     proc = run(["bash", REPO / "scripts" / "evaluate.sh", pipeline.work / "latent" / "checkpoint_best.pt",
                 pipeline.work / "data", tmp_path / "e", "--task", "translation"], check=False)

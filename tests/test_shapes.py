@@ -64,8 +64,27 @@ def test_a_low_dimensional_code_space_round_trips():
     model = build_tiny_model(task, code_dim=4).train()
     out = model(**toy_batch(task, [5, 9]))
     assert model.bottleneck.codebook.embed.shape == (16, 4)
-    assert out.bottleneck.z_q.shape[-1] == 4
+    assert out.bottleneck.z_q.shape[-1] == model.cfg.encoder_embed_dim  # back out of the code space
     assert out.logits.shape[:2] == (2, 16)
+
+
+@pytest.mark.parametrize("code_norm", ["layer", "batch"])
+def test_a_checkpoint_from_before_the_bottleneck_owned_its_projections_loads(code_norm):
+    """to_code_space / from_code_space were the model's; their weights move into the bottleneck."""
+    task = toy_task()
+    model = build_tiny_model(task, code_dim=4, code_norm=code_norm).eval()
+    old_names = {k.replace("bottleneck.project_in.", "to_code_space.").replace("bottleneck.project_out.", "from_code_space."): v
+                 for k, v in model.state_dict().items()}
+    if code_norm == "layer":  # the first layout: nn.Sequential(Linear, LayerNorm)
+        old_names = {k.replace("to_code_space.linear.", "to_code_space.0."): v for k, v in old_names.items()}
+    assert not any(k.startswith("bottleneck.project") for k in old_names)
+    torch.manual_seed(1)
+    fresh = build_tiny_model(task, code_dim=4, code_norm=code_norm).eval()
+    fresh.upgrade_state_dict_named(old_names, "")
+    fresh.load_state_dict(old_names)
+    batch = toy_batch(task, [5, 9])
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(**batch).logits, model(**batch).logits)
 
 
 def test_compressor_attending_to_the_source_and_target_mixing_run():
@@ -132,7 +151,7 @@ def test_a_batch_normed_code_space_has_unit_variance_over_real_latents_only():
     model = build_tiny_model(task, code_dim=4, code_norm="batch").train()
     batch = toy_batch(task, [5, 9, 30, 17])
     z_e, mask = model.compressor(batch["target"], None)
-    z = model.project_in(z_e, mask)
+    z = model.bottleneck.project_in(z_e, mask)
     real = z[~mask]
     torch.testing.assert_close(real.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
     torch.testing.assert_close(real.var(0, unbiased=False), torch.ones(4), atol=1e-3, rtol=0)

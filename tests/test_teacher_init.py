@@ -48,7 +48,9 @@ def test_encoder_decoder_and_prior_layers_come_from_the_teacher(tmp_path):
     assert torch.equal(model.compressor.embed_tokens.weight, teacher["encoder.embed_tokens.weight"])
     assert torch.equal(model.compressor.blocks[0].layers[0].conv.weight, fresh_compressor)
     summary = report.summary()
-    assert "fresh: bottleneck" not in summary and "compressor.blocks" in summary and "prior.embed_tokens" in summary
+    # fresh: what has no counterpart (the code-space projection among it), never the EMA codebook's buffers
+    assert "bottleneck.project_in" in summary and "bottleneck.codebook" not in summary
+    assert "compressor.blocks" in summary and "prior.embed_tokens" in summary
     assert "teacher tensors not used: none" in summary  # every teacher tensor found a home
 
 

@@ -23,7 +23,6 @@ from ..modules.conv_blocks import zero_padding
 from ..modules import (
     BOTTLENECK_REGISTRY,
     BottleneckOutput,
-    CodeSpaceProjection,
     Compressor,
     Decompressor,
     LatentPrior,
@@ -67,7 +66,7 @@ class VQLatentTransformerConfig(FairseqDataclass):
         default="batch",
         metadata={
             "help": "normalisation of the code space: per latent (layer) or per dimension over the batch's "
-            "latents (batch), which keeps the code space from shrinking to one point (modules/code_space.py)"
+            "latents (batch), which keeps the code space from shrinking to one point (modules/bottlenecks/code_space.py)"
         },
     )
     code_dim: int = field(
@@ -192,11 +191,6 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         super().__init__(encoder, decoder)
         self.cfg = cfg
         self.compressor = compressor
-        dim, code_dim = cfg.encoder_embed_dim, cfg.code_dim or cfg.encoder_embed_dim
-        # The compressor ends in a LayerNorm: without a projection, z_e is already on a fixed scale.
-        norm = safe_getattr(cfg, "code_norm", "layer")  # checkpoints from before the option
-        self.to_code_space = CodeSpaceProjection(dim, code_dim, norm) if code_dim != dim or norm != "layer" else None
-        self.from_code_space = nn.Linear(code_dim, dim) if code_dim != dim else nn.Identity()
         self.bottleneck = bottleneck
         self.decompressor = decompressor
         self.prior = prior
@@ -223,7 +217,7 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
             tgt_embed = _embedding(tgt_dict, dim)
 
         max_latents = latent_length(cfg.max_target_positions, cfg.compress_steps)
-        bottleneck = build_bottleneck(cfg.bottleneck, cfg.code_dim or dim, cfg)
+        bottleneck = build_bottleneck(cfg.bottleneck, dim, cfg)
         code_dict = code_dictionary(bottleneck.num_codes)
         encoder = TransformerEncoderBase(
             _transformer_config(cfg, cfg.encoder_layers, cfg.max_source_positions), src_dict, src_embed
@@ -268,27 +262,23 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
 
     # -- the parts, each usable alone (training, inference, inspection)
     def encode_latents(self, target: Tensor, encoder_out: dict):
-        """target [B, T] -> BottleneckOutput (in code space), latent padding mask [B, L]."""
+        """target [B, T] -> BottleneckOutput, latent padding mask [B, L]."""
         self.check_latent_length(latent_length(target.size(1), self.cfg.compress_steps))
         z_e, latent_mask = self.compressor(target, encoder_out)
-        return self.bottleneck(self.project_in(z_e, latent_mask), latent_mask), latent_mask
-
-    def project_in(self, z_e: Tensor, latent_mask: Tensor) -> Tensor:
-        """z_e [B, L, D] -> the bottleneck's input [B, L, code_dim]."""
-        return z_e if self.to_code_space is None else self.to_code_space(z_e, latent_mask)
+        return self.bottleneck(z_e, latent_mask), latent_mask
 
     def embed_codes(self, codes: Tensor) -> Tensor:
-        """codes [B, L] -> code embeddings in code space [B, L, code_dim]."""
+        """codes [B, L] -> what the decompressor reads for them [B, L, D]."""
         return self.bottleneck.embed_codes(codes)
 
     def decode_latents(
         self, z_q: Tensor, latent_mask: Tensor, encoder_out: dict, prev_output_tokens: Optional[Tensor] = None
     ):
-        """z_q [B, L, code_dim] -> output logits [B, L * 2^n_c, V], their padding mask."""
+        """z_q [B, L, D] -> output logits [B, L * 2^n_c, V], their padding mask."""
         # Padding latents must read as zeros: the decompressor's first convolution sees
         # the neighbour of the last real latent, and a sentence must decode alike
-        # alone and in a batch (from_code_space has a bias; code 0 fills padding).
-        x, mask = self.decompressor(zero_padding(self.from_code_space(z_q), latent_mask), latent_mask)
+        # alone and in a batch (project_out has a bias; code 0 fills padding).
+        x, mask = self.decompressor(zero_padding(z_q, latent_mask), latent_mask)
         if prev_output_tokens is not None:
             x = self._mix_targets(x, prev_output_tokens)
         if self.training and self._hide_source_probability() > 0:
@@ -361,10 +351,16 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         return super().load_state_dict(state_dict, strict, model_cfg, args)
 
     def upgrade_state_dict_named(self, state_dict, name):
-        # Checkpoints before modules/code_space.py held the projection as nn.Sequential(Linear, LayerNorm).
+        # The projections into and out of the code space were the model's
+        # (to_code_space, at first an nn.Sequential(Linear, LayerNorm), and
+        # from_code_space) before the bottlenecks owned them.
         prefix = f"{name}." if name else ""
-        for key in [k for k in state_dict if k.startswith(f"{prefix}to_code_space.0.")]:
-            state_dict[key.replace("to_code_space.0.", "to_code_space.linear.")] = state_dict.pop(key)
+        renames = ((f"{prefix}to_code_space.0.", f"{prefix}bottleneck.project_in.linear."),
+                   (f"{prefix}to_code_space.", f"{prefix}bottleneck.project_in."),
+                   (f"{prefix}from_code_space.", f"{prefix}bottleneck.project_out."))
+        for old, new in renames:
+            for key in [k for k in state_dict if k.startswith(old)]:
+                state_dict[new + key[len(old):]] = state_dict.pop(key)
         super().upgrade_state_dict_named(state_dict, name)
 
     def set_num_updates(self, num_updates):

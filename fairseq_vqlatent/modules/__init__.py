@@ -1,5 +1,4 @@
 from .bottlenecks import BOTTLENECK_REGISTRY, Bottleneck, BottleneckOutput, build_bottleneck
-from .code_space import CodeSpaceProjection
 from .compressor import Compressor, latent_length
 from .decompressor import Decompressor
 from .latent_prior import LatentPrior, code_dictionary
@@ -9,7 +8,6 @@ __all__ = [
     "BOTTLENECK_REGISTRY",
     "Bottleneck",
     "BottleneckOutput",
-    "CodeSpaceProjection",
     "Compressor",
     "Decompressor",
     "LatentPrior",

@@ -3,19 +3,22 @@
 A bottleneck turns the compressing encoder's output ``z_e`` into what the
 decompressor sees (``z_q``), a hard code per latent position (what the prior
 reads and, at inference, predicts), soft code targets for the prior, and its own
-auxiliary loss. Adding a bottleneck means one file with a subclass of
-:class:`Bottleneck` (or :class:`CodebookBottleneck`, for codes that are rows of a
-codebook) decorated with :func:`register_bottleneck`. Constructors take explicit
+auxiliary loss. It quantizes in its code space, between its own ``project_in``
+and ``project_out`` (code_space.py). Adding a bottleneck means one file with a
+subclass of :class:`Bottleneck` (or :class:`CodebookBottleneck`, for codes that
+are rows of a codebook) decorated with :func:`register_bottleneck`; it implements
+``quantize`` and ``code_vectors`` in the code space. Constructors take explicit
 arguments; ``from_config`` is the one place that reads fairseq's options.
 """
 
-from dataclasses import dataclass
-from typing import Callable, Dict, Type
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, Optional, Type
 
 import torch
 from torch import Tensor, nn
 
 from ...errors import VQLatentError
+from .code_space import code_space_projections
 
 BOTTLENECK_REGISTRY: Dict[str, Type["Bottleneck"]] = {}
 
@@ -39,7 +42,7 @@ def build_bottleneck(name: str, dim: int, cfg) -> "Bottleneck":
 
 @dataclass
 class BottleneckOutput:
-    z_q: Tensor  # [B, L, D] input of the decompressor; gradients reach z_e
+    z_q: Tensor  # [B, L, D] input of the decompressor (code space inside quantize); gradients reach z_e
     codes: Tensor  # [B, L] long, one hard code per latent (0 at padding)
     code_targets: Tensor  # [B, L, K] detached prior targets; each non-padding row sums to 1
     loss: Tensor  # scalar auxiliary loss, summed over non-padding latents
@@ -49,12 +52,17 @@ class BottleneckOutput:
 
 class Bottleneck(nn.Module):
     """Base class: subclasses set ``num_codes`` and implement ``from_config``,
-    ``forward`` and ``embed_codes``."""
+    ``quantize`` and ``code_vectors``, in the code space of dimension ``code_dim``.
+    ``model_dim`` (default: ``code_dim``) is z_e's, and ``code_norm`` how
+    ``project_in`` normalises (code_space.py); subclasses pass the two on as
+    ``**code_space``."""
 
     num_codes: int
 
-    def __init__(self):
+    def __init__(self, code_dim: int, model_dim: Optional[int] = None, code_norm: str = "layer"):
         super().__init__()
+        self.code_dim = code_dim
+        self.project_in, self.project_out = code_space_projections(model_dim or code_dim, code_dim, code_norm)
         # Cleared for fairseq's dummy batches: the bottleneck still joins the
         # workers' all-reduce (or the others would wait forever) but adds nothing.
         self.learn_from_batch = True
@@ -65,15 +73,34 @@ class Bottleneck(nn.Module):
         raise NotImplementedError
 
     def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
-        """z_e: [B, L, D]; padding_mask: [B, L], True at padding."""
-        raise NotImplementedError
+        """z_e: [B, L, D]; padding_mask: [B, L], True at padding. z_q comes back in [B, L, D]."""
+        out = self.quantize(self.project_in(z_e, padding_mask), padding_mask)
+        return replace(out, z_q=self.project_out(out.z_q))
 
     def embed_codes(self, codes: Tensor) -> Tensor:
         """codes: [B, L] long -> [B, L, D], what ``z_q`` is at inference."""
+        return self.project_out(self.code_vectors(codes))
+
+    def quantize(self, z: Tensor, padding_mask: Tensor) -> BottleneckOutput:
+        """z: [B, L, d] in the code space -> BottleneckOutput with z_q [B, L, d]."""
+        raise NotImplementedError
+
+    def code_vectors(self, codes: Tensor) -> Tensor:
+        """codes: [B, L] long -> their vectors in the code space [B, L, d]."""
         raise NotImplementedError
 
     def set_num_updates(self, num_updates: int) -> None:
         """Schedules (temperatures, mixing) follow fairseq's update counter."""
+
+
+def code_space_options(cfg, dim: int) -> dict:
+    """``from_config``'s share of the options every bottleneck reads: the code space."""
+    return dict(model_dim=dim, code_norm=getattr(cfg, "code_norm", None) or "layer")
+
+
+def code_dim(cfg, dim: int) -> int:
+    """--code-dim, or z_e's own dimension when it is 0 (unset)."""
+    return getattr(cfg, "code_dim", 0) or dim
 
 
 def full_precision(x: Tensor):

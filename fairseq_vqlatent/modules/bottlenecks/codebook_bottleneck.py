@@ -14,8 +14,8 @@ from .codebook import Codebook
 
 
 class CodebookBottleneck(Bottleneck):
-    def __init__(self, codebook: Codebook):
-        super().__init__()
+    def __init__(self, codebook: Codebook, **code_space):
+        super().__init__(codebook.dim, **code_space)
         self.codebook = codebook
         self.num_codes = codebook.num_codes
 
@@ -35,5 +35,5 @@ class CodebookBottleneck(Bottleneck):
             reseeded_codes=self.codebook.last_reseeded if self.training else 0,
         )
 
-    def embed_codes(self, codes: Tensor) -> Tensor:
+    def code_vectors(self, codes: Tensor) -> Tensor:
         return self.codebook.lookup(codes)

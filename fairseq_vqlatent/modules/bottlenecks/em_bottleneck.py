@@ -9,7 +9,7 @@ In eval mode the E-step is the posterior mode, so evaluation is deterministic.
 import torch
 from torch import Tensor
 
-from .base import BottleneckOutput, commitment_loss, full_precision, one_hot_float
+from .base import BottleneckOutput, code_dim, code_space_options, commitment_loss, full_precision, one_hot_float
 from .codebook_bottleneck import CodebookBottleneck
 from .ema_codebook import EMACodebook
 
@@ -17,20 +17,20 @@ from .ema_codebook import EMACodebook
 class EMBottleneck(CodebookBottleneck):
     codebook: EMACodebook
 
-    def __init__(self, codebook: EMACodebook, commitment_beta: float):
-        super().__init__(codebook)
+    def __init__(self, codebook: EMACodebook, commitment_beta: float, **code_space):
+        super().__init__(codebook, **code_space)
         self.beta = commitment_beta
 
     @classmethod
     def from_config(cls, cfg, dim: int) -> "EMBottleneck":
-        return cls(EMACodebook.from_config(cfg, dim), cfg.commitment_beta)
+        return cls(EMACodebook.from_config(cfg, code_dim(cfg, dim)), cfg.commitment_beta, **code_space_options(cfg, dim))
 
     def e_step(self, logits: Tensor, codes: Tensor) -> Tensor:
         """Training-time responsibilities r [N, K] from logits -||z - e_k||^2 [N, K]
         and the nearest codes [N]."""
         raise NotImplementedError
 
-    def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
+    def quantize(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
         z = self.codebook.normalize(z_e[~padding_mask])  # [N, D]
         with torch.no_grad(), full_precision(z):
             self.prepare_codebook(z)

@@ -14,7 +14,7 @@ from torch import Tensor
 from vector_quantize_pytorch import FSQ
 
 from ...errors import VQLatentError
-from .base import Bottleneck, BottleneckOutput, one_hot_float, register_bottleneck, scatter_positions
+from .base import Bottleneck, BottleneckOutput, code_dim, code_space_options, one_hot_float, register_bottleneck, scatter_positions
 
 
 def parse_levels(spec: str) -> List[int]:
@@ -29,17 +29,17 @@ def parse_levels(spec: str) -> List[int]:
 
 @register_bottleneck("fsq")
 class FSQBottleneck(Bottleneck):
-    def __init__(self, dim: int, levels: List[int]):
-        super().__init__()
+    def __init__(self, dim: int, levels: List[int], **code_space):
+        super().__init__(dim, **code_space)
         # vector-quantize-pytorch places two levels only with its symmetric grid
         self.fsq = FSQ(levels=levels, dim=dim, preserve_symmetry=2 in levels)
         self.num_codes = int(self.fsq.codebook_size)
 
     @classmethod
     def from_config(cls, cfg, dim: int) -> "FSQBottleneck":
-        return cls(dim, parse_levels(cfg.fsq_levels))
+        return cls(code_dim(cfg, dim), parse_levels(cfg.fsq_levels), **code_space_options(cfg, dim))
 
-    def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
+    def quantize(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
         z = z_e[~padding_mask].unsqueeze(0)  # [1, N, D]: FSQ works on sequences
         z_q, codes = self.fsq(z)
         z_q, codes = z_q.squeeze(0), codes.squeeze(0).long()  # [N, D], [N]
@@ -50,5 +50,5 @@ class FSQBottleneck(Bottleneck):
             loss=z_q.new_zeros(()).float(),
         )
 
-    def embed_codes(self, codes: Tensor) -> Tensor:
+    def code_vectors(self, codes: Tensor) -> Tensor:
         return self.fsq.indices_to_codes(codes)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import BottleneckOutput, full_precision, register_bottleneck
+from .base import BottleneckOutput, code_dim, code_space_options, full_precision, register_bottleneck
 from .codebook_bottleneck import CodebookBottleneck
 from .learned_codebook import LearnedCodebook
 from .schedules import geometric_anneal
@@ -63,8 +63,9 @@ class GaussianMixtureBottleneck(CodebookBottleneck):
         temperature_start: float,
         temperature_end: float,
         anneal_updates: int,
+        **code_space,
     ):
-        super().__init__(codebook)  # the means mu
+        super().__init__(codebook, **code_space)  # the means mu
         self.dim = codebook.dim
         self.head = nn.Linear(self.dim, 2 * self.dim)  # -> z^, w~
         self.gamma, self.beta, self.sigma2 = gamma, beta, sigma**2
@@ -73,13 +74,13 @@ class GaussianMixtureBottleneck(CodebookBottleneck):
 
     @classmethod
     def from_config(cls, cfg, dim: int) -> "GaussianMixtureBottleneck":
-        return cls(LearnedCodebook.from_config(cfg, dim), cfg.gmvq_gamma, cfg.gmvq_beta, cfg.gmvq_sigma,
-                   cfg.temperature_start, cfg.temperature_end, cfg.anneal_updates)
+        return cls(LearnedCodebook.from_config(cfg, code_dim(cfg, dim)), cfg.gmvq_gamma, cfg.gmvq_beta, cfg.gmvq_sigma,
+                   cfg.temperature_start, cfg.temperature_end, cfg.anneal_updates, **code_space_options(cfg, dim))
 
     def set_num_updates(self, num_updates: int) -> None:
         self.temperature = geometric_anneal(self.tau_start, self.tau_end, num_updates, self.anneal_updates)
 
-    def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
+    def quantize(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
         z = z_e[~padding_mask]  # [N, D]
         with full_precision(z):
             z_hat, raw_weights = self.head(z).float().chunk(2, dim=-1)  # [N, D] each

@@ -11,7 +11,7 @@ trained on the posterior softmax(logits). The codes learn by gradient descent.
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import BottleneckOutput, full_precision, one_hot_float, register_bottleneck
+from .base import BottleneckOutput, code_dim, code_space_options, full_precision, one_hot_float, register_bottleneck
 from .codebook_bottleneck import CodebookBottleneck
 from .learned_codebook import LearnedCodebook
 from .schedules import geometric_anneal
@@ -19,20 +19,21 @@ from .schedules import geometric_anneal
 
 @register_bottleneck("gumbel")
 class GumbelBottleneck(CodebookBottleneck):
-    def __init__(self, codebook: LearnedCodebook, temperature_start: float, temperature_end: float, anneal_updates: int):
-        super().__init__(codebook)
+    def __init__(self, codebook: LearnedCodebook, temperature_start: float, temperature_end: float, anneal_updates: int,
+                 **code_space):
+        super().__init__(codebook, **code_space)
         self.tau_start, self.tau_end, self.anneal_updates = temperature_start, temperature_end, anneal_updates
         self.temperature = self.tau_start
 
     @classmethod
     def from_config(cls, cfg, dim: int) -> "GumbelBottleneck":
-        return cls(LearnedCodebook.from_config(cfg, dim), cfg.temperature_start, cfg.temperature_end,
-                   cfg.anneal_updates)
+        return cls(LearnedCodebook.from_config(cfg, code_dim(cfg, dim)), cfg.temperature_start, cfg.temperature_end,
+                   cfg.anneal_updates, **code_space_options(cfg, dim))
 
     def set_num_updates(self, num_updates: int) -> None:
         self.temperature = geometric_anneal(self.tau_start, self.tau_end, num_updates, self.anneal_updates)
 
-    def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
+    def quantize(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
         z = z_e[~padding_mask]  # [N, D]
         with full_precision(z):
             self.prepare_codebook(z)

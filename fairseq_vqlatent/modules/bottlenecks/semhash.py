@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import VQLatentError
-from .base import Bottleneck, BottleneckOutput, one_hot_float, register_bottleneck, scatter_positions
+from .base import Bottleneck, BottleneckOutput, code_dim, code_space_options, one_hot_float, register_bottleneck, scatter_positions
 from .schedules import linear_anneal
 
 SOFT_BITS_START = 0.5
@@ -41,8 +41,8 @@ def codes_to_bits(codes: Tensor, num_bits: int) -> Tensor:
 
 @register_bottleneck("semhash")
 class SemanticHashingBottleneck(Bottleneck):
-    def __init__(self, dim: int, num_codes: int, noise_std: float, anneal_updates: int):
-        super().__init__()
+    def __init__(self, dim: int, num_codes: int, noise_std: float, anneal_updates: int, **code_space):
+        super().__init__(dim, **code_space)
         num_bits = round(math.log2(num_codes))
         if 2**num_bits != num_codes:
             raise VQLatentError(f"--bottleneck semhash needs a power of two for --codebook-size, not {num_codes}")
@@ -58,7 +58,8 @@ class SemanticHashingBottleneck(Bottleneck):
     def from_config(cls, cfg, dim: int) -> "SemanticHashingBottleneck":
         if getattr(cfg, "dead_code_threshold", 0.0) > 0:
             raise VQLatentError("--dead-code-threshold applies to codebook bottlenecks; semhash has no codebook")
-        return cls(dim, cfg.codebook_size, cfg.semhash_noise, cfg.anneal_updates)
+        return cls(code_dim(cfg, dim), cfg.codebook_size, cfg.semhash_noise, cfg.anneal_updates,
+                   **code_space_options(cfg, dim))
 
     def set_num_updates(self, num_updates: int) -> None:
         self.soft_prob = linear_anneal(SOFT_BITS_START, 0.0, num_updates, self.anneal_updates)
@@ -66,7 +67,7 @@ class SemanticHashingBottleneck(Bottleneck):
     def embed_bits(self, bits: Tensor) -> Tensor:
         return self.embed_on(bits) + self.embed_off(1.0 - bits)
 
-    def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
+    def quantize(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
         z = z_e[~padding_mask]  # [N, D]
         x = self.to_bits(z)  # [N, n]
         if self.training:
@@ -87,5 +88,5 @@ class SemanticHashingBottleneck(Bottleneck):
             loss=z_q.new_zeros(()).float(),
         )
 
-    def embed_codes(self, codes: Tensor) -> Tensor:
+    def code_vectors(self, codes: Tensor) -> Tensor:
         return self.embed_bits(codes_to_bits(codes, self.num_bits).to(self.embed_on.weight.dtype))

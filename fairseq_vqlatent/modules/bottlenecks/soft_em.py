@@ -10,7 +10,7 @@ the prior is trained on r: a sample-based label smoothing of the latent loss.
 import torch
 from torch import Tensor
 
-from .base import register_bottleneck
+from .base import code_dim, code_space_options, register_bottleneck
 from .em_bottleneck import EMBottleneck
 from .ema_codebook import EMACodebook
 
@@ -24,13 +24,14 @@ def sample_responsibilities(logits: Tensor, num_samples: int) -> Tensor:
 
 @register_bottleneck("soft_em")
 class SoftEMBottleneck(EMBottleneck):
-    def __init__(self, codebook: EMACodebook, commitment_beta: float, num_samples: int):
-        super().__init__(codebook, commitment_beta)
+    def __init__(self, codebook: EMACodebook, commitment_beta: float, num_samples: int, **code_space):
+        super().__init__(codebook, commitment_beta, **code_space)
         self.num_samples = num_samples
 
     @classmethod
     def from_config(cls, cfg, dim: int) -> "SoftEMBottleneck":
-        return cls(EMACodebook.from_config(cfg, dim), cfg.commitment_beta, cfg.num_samples)
+        return cls(EMACodebook.from_config(cfg, code_dim(cfg, dim)), cfg.commitment_beta, cfg.num_samples,
+                   **code_space_options(cfg, dim))
 
     def e_step(self, logits: Tensor, codes: Tensor) -> Tensor:
         return sample_responsibilities(logits, self.num_samples)

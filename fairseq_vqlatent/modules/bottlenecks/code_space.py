@@ -1,6 +1,12 @@
-"""The projection of z_e into the code space, where the bottleneck works.
+"""The projections into and out of the code space, where a bottleneck quantizes.
+Every bottleneck owns a pair (``project_in``, ``project_out``), as quantizers do in
+vector-quantize-pytorch:
 
-    z_e [B, L, D] --Linear--> [B, L, d] --normalisation--> the bottleneck's input
+    z_e [B, L, D] --Linear--> [B, L, d] --normalisation--> quantization
+    z_q [B, L, d] --Linear--> [B, L, D] the decompressor's input
+
+With d = D and LayerNorm there is nothing to do on the way in: the compressor's
+output is LayerNorm'd already.
 
 The normalisation fixes the scale of the code space; a fresh projection has a
 small, drifting one, which flattens the soft-EM posterior softmax(-||z - e||^2).
@@ -16,10 +22,12 @@ small, drifting one, which flattens the soft-EM posterior softmax(-||z - e||^2).
   the code space cannot shrink to a point. Inference uses the running statistics.
 """
 
+from typing import Tuple
+
 import torch
 from torch import Tensor, nn
 
-from .bottlenecks.codebook import all_reduce_sum_
+from .codebook import all_reduce_sum_
 
 
 def batch_moments(x: Tensor):
@@ -76,3 +84,17 @@ class CodeSpaceProjection(nn.Module):
         """z_e [B, L, D], padding mask [B, L] -> [B, L, d]."""
         x = self.linear(z_e)
         return self.layer_norm(x) if self.layer_norm is not None else self.batch_norm(x, padding_mask)
+
+
+class SameSpace(nn.Module):
+    """``project_in`` when the code space is z_e's own (d = D, LayerNorm'd already)."""
+
+    def forward(self, z_e: Tensor, padding_mask: Tensor) -> Tensor:
+        return z_e
+
+
+def code_space_projections(model_dim: int, code_dim: int, norm: str = "layer") -> Tuple[nn.Module, nn.Module]:
+    """(project_in: ([B, L, D], mask) -> [B, L, d], project_out: [B, L, d] -> [B, L, D])."""
+    same = model_dim == code_dim
+    project_in = SameSpace() if same and norm == "layer" else CodeSpaceProjection(model_dim, code_dim, norm)
+    return project_in, nn.Identity() if same else nn.Linear(code_dim, model_dim)
