@@ -46,6 +46,21 @@ def test_eval_mode_is_deterministic_and_matches_embed_codes(name):
     torch.testing.assert_close(bn.embed_codes(a.codes)[~mask], a.z_q[~mask])
 
 
+@pytest.mark.parametrize("code_norm", ["layer", "batch"])
+@pytest.mark.parametrize("name", REGISTERED)
+def test_a_smaller_code_space_is_the_bottlenecks_own(name, code_norm):
+    """z_e [B, L, 4] quantized in 3 dimensions: z_q comes back in z_e's space, and
+    embed_codes gives it at inference; the codes live in the code space."""
+    bn = make_bottleneck(name, code_dim=3, code_norm=code_norm).train()
+    z, mask = padded_latents()
+    bn(z, mask)  # a training step first: k-means, batch-norm statistics
+    out = bn.eval()(z, mask)
+    assert out.z_q.shape == z.shape and bn.code_vectors(out.codes).shape == (3, 5, 3)
+    torch.testing.assert_close(bn.embed_codes(out.codes)[~mask], out.z_q[~mask])
+    params = [n for n, _ in bn.named_parameters()]
+    assert "project_in.linear.weight" in params and "project_out.weight" in params
+
+
 @pytest.mark.parametrize("name", REGISTERED)
 def test_gradients_reach_the_encoder(name):
     bn = make_bottleneck(name).train()
