@@ -29,11 +29,14 @@ $(VENV)/.installed: setup.py $(BIN)/python
 
 setup: $(VENV)/.installed
 
+# Two pytest workers, one test file each at a time: most tests run fairseq's CLIs on
+# one thread (tests/conftest.py run), so the two cores work side by side.
+PYTEST := $(BIN)/python -m pytest -q --durations=15 -n 2 --dist loadfile
 test: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q --durations=15 tests
+	PATH=$(CURDIR)/$(BIN):$$PATH $(PYTEST) tests
 
 test-fast: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q --durations=15 -m "not slow" tests
+	PATH=$(CURDIR)/$(BIN):$$PATH $(PYTEST) -m "not slow" tests
 
 demo: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/pipeline.sh multi30k $(CORPUS_ARG) --work $(WORK)

@@ -20,6 +20,6 @@ setup(
         "sacremoses>=0.0.53",
         "vector-quantize-pytorch>=1.14,<2",  # FSQ
     ],
-    extras_require={"test": ["pytest>=7"], "benchmark": ["matplotlib>=3.5", "ctranslate2>=4.0"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3.5"], "benchmark": ["matplotlib>=3.5", "ctranslate2>=4.0"]},
     license="MIT",
 )

@@ -15,6 +15,11 @@ import fairseq_vqlatent  # noqa: F401  (registration)
 from fairseq.data import Dictionary
 from fairseq_vqlatent.models.vqlatent_transformer import VQLatentTransformerConfig, VQLatentTransformerModel
 
+# Under pytest-xdist (make test: two workers on two cores) each worker keeps to one
+# thread, as the CLIs the tests start do.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("MULTI30K", REPO.parent / "shared" / "corpora" / "multi30k"))
 BIN = Path(sys.executable).parent

@@ -64,6 +64,13 @@ def test_empty_input_line_is_a_clear_error(trained):
     assert "Traceback" not in proc.stderr
 
 
+def test_unknown_words_are_named_and_still_translated(trained):
+    proc = run(["fairseq-interactive", trained.data / "bin", *INTERACTIVE, "--path", trained.save / "checkpoint_last.pt",
+                "--buffer-size", "2", "--batch-size", "2"], input="▁A ▁dog\n▁A ▁qqqzzz ▁xxyyq\n")
+    assert len(hypotheses(proc.stdout)) == 2
+    assert "2 unknown word(s) in 1 of 2 input sentence(s)" in proc.stderr, proc.stderr[-2000:]
+
+
 def test_latent_length_beyond_the_prior_is_a_clear_error(trained):
     proc = run(["fairseq-generate", trained.data / "bin", *GEN, "--path", trained.save / "checkpoint_last.pt",
                 "--gen-subset", "valid", "--max-len-b", "100000"], check=False)

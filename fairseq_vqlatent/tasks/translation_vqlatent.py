@@ -123,6 +123,19 @@ class TranslationVQLatentTask(TranslationTask):
             kwargs["required_batch_size_multiple"] = 1
         return super().get_batch_iterator(dataset, *args, **kwargs)
 
+    def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
+        # fairseq-interactive and the hub interface map words outside the dictionary
+        # to <unk>, as fairseq does; say so rather than translate them silently.
+        unk = self.source_dictionary.unk()
+        unknown = {i: int(t.eq(unk).sum()) for i, t in enumerate(src_tokens) if t.eq(unk).any()}
+        if unknown:
+            logger.warning(
+                f"{sum(unknown.values())} unknown word(s) in {len(unknown)} of {len(src_tokens)} input sentence(s) "
+                f"(first: sentence {min(unknown)} of this batch) are not in the source dictionary and are "
+                "translated as <unk>"
+            )
+        return super().build_dataset_for_inference(src_tokens, src_lengths, constraints)
+
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         # A dummy batch (ignore_grad) still joins the codebook all-reduce, adding nothing.
         bottlenecks = [m for m in model.modules() if isinstance(m, Bottleneck)]
