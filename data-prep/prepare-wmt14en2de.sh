@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # WMT'14 En->De for fairseq: Europarl v7, Common Crawl and News Commentary v9 for
-# training, newstest2013 for validation, the full newstest2014 (3,003 lines) for test.
+# training, newstest2013 for validation, the full newstest2014 (3,003 lines) for test
+# (both capped by --max-eval-lines when given).
 #
 #   data-prep/prepare-wmt14en2de.sh OUT [--from DIR]... [--bpe-merges N | --spm [--vocab-size V]]
 #                                   [--max-lines N] [--max-eval-lines N] [--max-len N] [--ratio R]
@@ -95,11 +96,12 @@ else
   for p in "${train[@]}"; do echo "   train: $p ($(count_lines "$p.$SRC") pairs)"; done
   echo "   valid: $valid"; echo "   test:  $test"
   for l in $SRC $TGT; do
-    for p in "${train[@]}"; do cat "$p.$l"; done > "$OUT/orig.tmp/all-train.$l"
-    first_lines "$MAX_LINES" "$OUT/orig.tmp/all-train.$l" "$OUT/orig.tmp/train.$l"
+    for p in "${train[@]}"; do cat "$p.$l"; done > "$OUT/orig.tmp/train.$l"
+    if [ "$MAX_LINES" -gt 0 ]; then  # in place: the full corpus is 4.5M lines, not worth a second copy
+      head -n "$MAX_LINES" "$OUT/orig.tmp/train.$l" > "$OUT/orig.tmp/cap" && mv "$OUT/orig.tmp/cap" "$OUT/orig.tmp/train.$l"
+    fi
     first_lines "$MAX_EVAL_LINES" "$valid.$l" "$OUT/orig.tmp/valid.$l"
     first_lines "$MAX_EVAL_LINES" "$test.$l" "$OUT/orig.tmp/test.$l"
-    rm "$OUT/orig.tmp/all-train.$l"
   done
   mv "$OUT/orig.tmp" "$OUT/orig"
 fi

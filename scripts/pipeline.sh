@@ -15,7 +15,8 @@
 #   --bpe-merges N         (env BPE_MERGES)
 #   --spm [--vocab-size V] sentencepiece instead of BPE (env SPM=1, VOCAB_SIZE)
 #   --teacher-args "ARGS"  --latent-args "ARGS"   extra fairseq-train options for a stage,
-#                          e.g. a smaller architecture (env TEACHER_ARGS, LATENT_ARGS)
+#                          e.g. a smaller architecture; split at spaces, without quoting
+#                          (env TEACHER_ARGS, LATENT_ARGS)
 #   --examples N           example translations to show (default 5)
 #
 # Budgets (a training stops at whichever of minutes/updates comes first; 0 = no limit):
@@ -103,6 +104,10 @@ if [ "$CORPUS" = multi30k ]; then
   PREPARE=$REPO/data-prep/prepare-multi30k.sh
 else
   PREPARE=$REPO/data-prep/prepare-wmt14en2de.sh
+fi
+SCHEME=subword_nmt; [ "$SPM" = 1 ] && SCHEME=sentencepiece
+if [ -e "$DATA/bin/subword-scheme" ] && [ "$(cat "$DATA/bin/subword-scheme")" != "$SCHEME" ]; then
+  die "$DATA was prepared with $(cat "$DATA/bin/subword-scheme"), not $SCHEME: use another --work, or drop --spm to match"
 fi
 stage data "$DATA/bin/subword-scheme" bash "$PREPARE" "$DATA" "${FROM[@]}" \
   "${SUBWORDS[@]}" --max-lines "$MAX_LINES" --max-eval-lines "$MAX_EVAL_LINES"

@@ -56,9 +56,18 @@ def test_a_smaller_code_space_is_the_bottlenecks_own(name, code_norm):
     bn(z, mask)  # a training step first: k-means, batch-norm statistics
     out = bn.eval()(z, mask)
     assert out.z_q.shape == z.shape and bn.code_vectors(out.codes).shape == (3, 5, 3)
+    assert out.z_q[mask].abs().sum() == 0  # project_out's bias stays off the padding
     torch.testing.assert_close(bn.embed_codes(out.codes)[~mask], out.z_q[~mask])
     params = [n for n, _ in bn.named_parameters()]
     assert "project_in.linear.weight" in params and "project_out.weight" in params
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_codes_embed_in_half_precision_through_a_projection(name):
+    """--fp16 decoding: an EMA codebook stays fp32, project_out is half."""
+    bn = make_bottleneck(name, code_dim=3).half().eval()
+    out = bn.embed_codes(torch.tensor([[0, 1, 2]]))
+    assert out.dtype == torch.float16 and out.shape == (1, 3, 4)
 
 
 @pytest.mark.parametrize("name", REGISTERED)

@@ -68,7 +68,7 @@ def test_unknown_words_are_named_and_still_translated(trained):
     proc = run(["fairseq-interactive", trained.data / "bin", *INTERACTIVE, "--path", trained.save / "checkpoint_last.pt",
                 "--buffer-size", "2", "--batch-size", "2"], input="▁A ▁dog\n▁A ▁qqqzzz ▁xxyyq\n")
     assert len(hypotheses(proc.stdout)) == 2
-    assert "2 unknown word(s) in 1 of 2 input sentence(s)" in proc.stderr, proc.stderr[-2000:]
+    assert "2 input token(s) in 1 of 2 sentence(s) are not in the source dictionary" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_latent_length_beyond_the_prior_is_a_clear_error(trained):

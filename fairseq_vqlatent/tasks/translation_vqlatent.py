@@ -126,13 +126,11 @@ class TranslationVQLatentTask(TranslationTask):
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
         # fairseq-interactive and the hub interface map words outside the dictionary
         # to <unk>, as fairseq does; say so rather than translate them silently.
-        unk = self.source_dictionary.unk()
-        unknown = {i: int(t.eq(unk).sum()) for i, t in enumerate(src_tokens) if t.eq(unk).any()}
-        if unknown:
+        unknown = [int(t.eq(self.source_dictionary.unk()).sum()) for t in src_tokens]
+        if any(unknown):
             logger.warning(
-                f"{sum(unknown.values())} unknown word(s) in {len(unknown)} of {len(src_tokens)} input sentence(s) "
-                f"(first: sentence {min(unknown)} of this batch) are not in the source dictionary and are "
-                "translated as <unk>"
+                f"{sum(unknown)} input token(s) in {sum(n > 0 for n in unknown)} of {len(src_tokens)} sentence(s) "
+                "are not in the source dictionary and are translated as <unk>"
             )
         return super().build_dataset_for_inference(src_tokens, src_lengths, constraints)
 

@@ -61,7 +61,6 @@ class Bottleneck(nn.Module):
 
     def __init__(self, code_dim: int, model_dim: Optional[int] = None, code_norm: str = "layer"):
         super().__init__()
-        self.code_dim = code_dim
         self.project_in, self.project_out = code_space_projections(model_dim or code_dim, code_dim, code_norm)
         # Cleared for fairseq's dummy batches: the bottleneck still joins the
         # workers' all-reduce (or the others would wait forever) but adds nothing.
@@ -73,16 +72,21 @@ class Bottleneck(nn.Module):
         raise NotImplementedError
 
     def forward(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
-        """z_e: [B, L, D]; padding_mask: [B, L], True at padding. z_q comes back in [B, L, D]."""
+        """z_e: [B, L, D]; padding_mask: [B, L], True at padding. z_q comes back in [B, L, D],
+        zero at padding (project_out has a bias)."""
         out = self.quantize(self.project_in(z_e, padding_mask), padding_mask)
-        return replace(out, z_q=self.project_out(out.z_q))
+        z_q = self.project_out(out.z_q).masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        return replace(out, z_q=z_q)
 
     def embed_codes(self, codes: Tensor) -> Tensor:
         """codes: [B, L] long -> [B, L, D], what ``z_q`` is at inference."""
-        return self.project_out(self.code_vectors(codes))
+        vectors = self.code_vectors(codes)
+        # An EMA codebook stays fp32 under --fp16 (codebook.py); project_out does not.
+        weight = getattr(self.project_out, "weight", None)
+        return self.project_out(vectors if weight is None else vectors.to(weight.dtype))
 
-    def quantize(self, z: Tensor, padding_mask: Tensor) -> BottleneckOutput:
-        """z: [B, L, d] in the code space -> BottleneckOutput with z_q [B, L, d]."""
+    def quantize(self, z_code: Tensor, padding_mask: Tensor) -> BottleneckOutput:
+        """z_code: [B, L, d], z_e in the code space -> BottleneckOutput with z_q [B, L, d]."""
         raise NotImplementedError
 
     def code_vectors(self, codes: Tensor) -> Tensor:
@@ -91,16 +95,6 @@ class Bottleneck(nn.Module):
 
     def set_num_updates(self, num_updates: int) -> None:
         """Schedules (temperatures, mixing) follow fairseq's update counter."""
-
-
-def code_space_options(cfg, dim: int) -> dict:
-    """``from_config``'s share of the options every bottleneck reads: the code space."""
-    return dict(model_dim=dim, code_norm=getattr(cfg, "code_norm", None) or "layer")
-
-
-def code_dim(cfg, dim: int) -> int:
-    """--code-dim, or z_e's own dimension when it is 0 (unset)."""
-    return getattr(cfg, "code_dim", 0) or dim
 
 
 def full_precision(x: Tensor):

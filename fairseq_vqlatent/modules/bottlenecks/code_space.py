@@ -93,6 +93,14 @@ class SameSpace(nn.Module):
         return z_e
 
 
+def code_space_from_config(cfg, dim: int) -> Tuple[int, dict]:
+    """(--code-dim, or z_e's own dimension ``dim`` when it is 0; the code-space
+    arguments every bottleneck's constructor passes on to ``Bottleneck``)."""
+    # Checkpoints from before --code-norm have no such option: they used LayerNorm.
+    norm = getattr(cfg, "code_norm", None) or "layer"
+    return getattr(cfg, "code_dim", 0) or dim, dict(model_dim=dim, code_norm=norm)
+
+
 def code_space_projections(model_dim: int, code_dim: int, norm: str = "layer") -> Tuple[nn.Module, nn.Module]:
     """(project_in: ([B, L, D], mask) -> [B, L, d], project_out: [B, L, d] -> [B, L, D])."""
     same = model_dim == code_dim

@@ -9,7 +9,8 @@ In eval mode the E-step is the posterior mode, so evaluation is deterministic.
 import torch
 from torch import Tensor
 
-from .base import BottleneckOutput, code_dim, code_space_options, commitment_loss, full_precision, one_hot_float
+from .base import BottleneckOutput, commitment_loss, full_precision, one_hot_float
+from .code_space import code_space_from_config
 from .codebook_bottleneck import CodebookBottleneck
 from .ema_codebook import EMACodebook
 
@@ -23,15 +24,16 @@ class EMBottleneck(CodebookBottleneck):
 
     @classmethod
     def from_config(cls, cfg, dim: int) -> "EMBottleneck":
-        return cls(EMACodebook.from_config(cfg, code_dim(cfg, dim)), cfg.commitment_beta, **code_space_options(cfg, dim))
+        code_dim, space = code_space_from_config(cfg, dim)
+        return cls(EMACodebook.from_config(cfg, code_dim), cfg.commitment_beta, **space)
 
     def e_step(self, logits: Tensor, codes: Tensor) -> Tensor:
         """Training-time responsibilities r [N, K] from logits -||z - e_k||^2 [N, K]
         and the nearest codes [N]."""
         raise NotImplementedError
 
-    def quantize(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
-        z = self.codebook.normalize(z_e[~padding_mask])  # [N, D]
+    def quantize(self, z_code: Tensor, padding_mask: Tensor) -> BottleneckOutput:
+        z = self.codebook.normalize(z_code[~padding_mask])  # [N, D]
         with torch.no_grad(), full_precision(z):
             self.prepare_codebook(z)
             logits = -self.codebook.distances(z)  # [N, K]

@@ -14,7 +14,8 @@ from torch import Tensor
 from vector_quantize_pytorch import FSQ
 
 from ...errors import VQLatentError
-from .base import Bottleneck, BottleneckOutput, code_dim, code_space_options, one_hot_float, register_bottleneck, scatter_positions
+from .base import Bottleneck, BottleneckOutput, one_hot_float, register_bottleneck, scatter_positions
+from .code_space import code_space_from_config
 
 
 def parse_levels(spec: str) -> List[int]:
@@ -37,10 +38,11 @@ class FSQBottleneck(Bottleneck):
 
     @classmethod
     def from_config(cls, cfg, dim: int) -> "FSQBottleneck":
-        return cls(code_dim(cfg, dim), parse_levels(cfg.fsq_levels), **code_space_options(cfg, dim))
+        code_dim, space = code_space_from_config(cfg, dim)
+        return cls(code_dim, parse_levels(cfg.fsq_levels), **space)
 
-    def quantize(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
-        z = z_e[~padding_mask].unsqueeze(0)  # [1, N, D]: FSQ works on sequences
+    def quantize(self, z_code: Tensor, padding_mask: Tensor) -> BottleneckOutput:
+        z = z_code[~padding_mask].unsqueeze(0)  # [1, N, D]: FSQ works on sequences
         z_q, codes = self.fsq(z)
         z_q, codes = z_q.squeeze(0), codes.squeeze(0).long()  # [N, D], [N]
         return BottleneckOutput(

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import BottleneckOutput, code_dim, code_space_options, full_precision, register_bottleneck
+from .base import BottleneckOutput, full_precision, register_bottleneck
+from .code_space import code_space_from_config
 from .codebook_bottleneck import CodebookBottleneck
 from .learned_codebook import LearnedCodebook
 from .schedules import geometric_anneal
@@ -74,14 +75,15 @@ class GaussianMixtureBottleneck(CodebookBottleneck):
 
     @classmethod
     def from_config(cls, cfg, dim: int) -> "GaussianMixtureBottleneck":
-        return cls(LearnedCodebook.from_config(cfg, code_dim(cfg, dim)), cfg.gmvq_gamma, cfg.gmvq_beta, cfg.gmvq_sigma,
-                   cfg.temperature_start, cfg.temperature_end, cfg.anneal_updates, **code_space_options(cfg, dim))
+        code_dim, space = code_space_from_config(cfg, dim)
+        return cls(LearnedCodebook.from_config(cfg, code_dim), cfg.gmvq_gamma, cfg.gmvq_beta, cfg.gmvq_sigma,
+                   cfg.temperature_start, cfg.temperature_end, cfg.anneal_updates, **space)
 
     def set_num_updates(self, num_updates: int) -> None:
         self.temperature = geometric_anneal(self.tau_start, self.tau_end, num_updates, self.anneal_updates)
 
-    def quantize(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
-        z = z_e[~padding_mask]  # [N, D]
+    def quantize(self, z_code: Tensor, padding_mask: Tensor) -> BottleneckOutput:
+        z = z_code[~padding_mask]  # [N, D]
         with full_precision(z):
             z_hat, raw_weights = self.head(z).float().chunk(2, dim=-1)  # [N, D] each
             self.prepare_codebook(z_hat)  # the means are fitted to the proxies

@@ -11,7 +11,8 @@ trained on the posterior softmax(logits). The codes learn by gradient descent.
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import BottleneckOutput, code_dim, code_space_options, full_precision, one_hot_float, register_bottleneck
+from .base import BottleneckOutput, full_precision, one_hot_float, register_bottleneck
+from .code_space import code_space_from_config
 from .codebook_bottleneck import CodebookBottleneck
 from .learned_codebook import LearnedCodebook
 from .schedules import geometric_anneal
@@ -27,14 +28,15 @@ class GumbelBottleneck(CodebookBottleneck):
 
     @classmethod
     def from_config(cls, cfg, dim: int) -> "GumbelBottleneck":
-        return cls(LearnedCodebook.from_config(cfg, code_dim(cfg, dim)), cfg.temperature_start, cfg.temperature_end,
-                   cfg.anneal_updates, **code_space_options(cfg, dim))
+        code_dim, space = code_space_from_config(cfg, dim)
+        return cls(LearnedCodebook.from_config(cfg, code_dim), cfg.temperature_start, cfg.temperature_end,
+                   cfg.anneal_updates, **space)
 
     def set_num_updates(self, num_updates: int) -> None:
         self.temperature = geometric_anneal(self.tau_start, self.tau_end, num_updates, self.anneal_updates)
 
-    def quantize(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
-        z = z_e[~padding_mask]  # [N, D]
+    def quantize(self, z_code: Tensor, padding_mask: Tensor) -> BottleneckOutput:
+        z = z_code[~padding_mask]  # [N, D]
         with full_precision(z):
             self.prepare_codebook(z)
             logits = -self.codebook.distances(z)  # [N, K], fp32, differentiable in z and the codes

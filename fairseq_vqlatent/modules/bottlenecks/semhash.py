@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import VQLatentError
-from .base import Bottleneck, BottleneckOutput, code_dim, code_space_options, one_hot_float, register_bottleneck, scatter_positions
+from .base import Bottleneck, BottleneckOutput, one_hot_float, register_bottleneck, scatter_positions
+from .code_space import code_space_from_config
 from .schedules import linear_anneal
 
 SOFT_BITS_START = 0.5
@@ -58,8 +59,9 @@ class SemanticHashingBottleneck(Bottleneck):
     def from_config(cls, cfg, dim: int) -> "SemanticHashingBottleneck":
         if getattr(cfg, "dead_code_threshold", 0.0) > 0:
             raise VQLatentError("--dead-code-threshold applies to codebook bottlenecks; semhash has no codebook")
-        return cls(code_dim(cfg, dim), cfg.codebook_size, cfg.semhash_noise, cfg.anneal_updates,
-                   **code_space_options(cfg, dim))
+        code_dim, space = code_space_from_config(cfg, dim)
+        return cls(code_dim, cfg.codebook_size, cfg.semhash_noise, cfg.anneal_updates,
+                   **space)
 
     def set_num_updates(self, num_updates: int) -> None:
         self.soft_prob = linear_anneal(SOFT_BITS_START, 0.0, num_updates, self.anneal_updates)
@@ -67,8 +69,8 @@ class SemanticHashingBottleneck(Bottleneck):
     def embed_bits(self, bits: Tensor) -> Tensor:
         return self.embed_on(bits) + self.embed_off(1.0 - bits)
 
-    def quantize(self, z_e: Tensor, padding_mask: Tensor) -> BottleneckOutput:
-        z = z_e[~padding_mask]  # [N, D]
+    def quantize(self, z_code: Tensor, padding_mask: Tensor) -> BottleneckOutput:
+        z = z_code[~padding_mask]  # [N, D]
         x = self.to_bits(z)  # [N, n]
         if self.training:
             soft = saturating_sigmoid(x + self.noise_std * torch.randn_like(x))

@@ -10,7 +10,8 @@ the prior is trained on r: a sample-based label smoothing of the latent loss.
 import torch
 from torch import Tensor
 
-from .base import code_dim, code_space_options, register_bottleneck
+from .base import register_bottleneck
+from .code_space import code_space_from_config
 from .em_bottleneck import EMBottleneck
 from .ema_codebook import EMACodebook
 
@@ -30,8 +31,9 @@ class SoftEMBottleneck(EMBottleneck):
 
     @classmethod
     def from_config(cls, cfg, dim: int) -> "SoftEMBottleneck":
-        return cls(EMACodebook.from_config(cfg, code_dim(cfg, dim)), cfg.commitment_beta, cfg.num_samples,
-                   **code_space_options(cfg, dim))
+        code_dim, space = code_space_from_config(cfg, dim)
+        return cls(EMACodebook.from_config(cfg, code_dim), cfg.commitment_beta, cfg.num_samples,
+                   **space)
 
     def e_step(self, logits: Tensor, codes: Tensor) -> Tensor:
         return sample_responsibilities(logits, self.num_samples)
