@@ -177,6 +177,14 @@ def test_evaluating_a_latent_checkpoint_as_a_translation_model_is_refused(pipeli
     assert not (tmp_path / "e" / "result.json").exists()
 
 
+def test_a_work_dir_of_the_other_subword_scheme_is_refused(tmp_path):
+    (tmp_path / "data" / "bin").mkdir(parents=True)
+    (tmp_path / "data" / "bin" / "subword-scheme").write_text("subword_nmt\n")
+    proc = run(["bash", REPO / "scripts" / "pipeline.sh", "multi30k", "--spm", "--work", tmp_path], check=False)
+    assert proc.returncode != 0
+    assert "was prepared with subword_nmt, not sentencepiece" in proc.stderr, proc.stderr
+
+
 def test_pipeline_help_prints_the_header_only():
     proc = run(["bash", REPO / "scripts" / "pipeline.sh", "--help"], check=False)
     assert proc.returncode == 2
