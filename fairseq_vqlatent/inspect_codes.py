@@ -13,6 +13,11 @@ never reads them. Two more lines show it: the spread of the used codes (their
 mean distance from each other over their mean norm) and the share of output
 tokens that change when every code is replaced by the most frequent one. A
 decoder that reads its codes changes many; a collapsed model changes none.
+
+With --bleu it also decodes the split twice in one shot: from the prior's codes
+(what users get) and from the target's own codes (an oracle). Equal scores mean
+the codes the prior picks are as good as the true ones, and the gap to the
+teacher lies in the one-shot decoder; a higher oracle score points at the prior.
 """
 
 import argparse
@@ -78,6 +83,40 @@ def code_reliance(model, task, split: str, max_tokens: int, counts: torch.Tensor
     return changed / max(total, 1)
 
 
+def code_oracle_bleu(
+    model, task, split: str, max_tokens: int, bpe: str, max_len_a: float = 1.2, max_len_b: int = 10
+) -> dict:
+    """Tokenised BLEU of one-shot decoding from the prior's codes and from the
+    target's own codes -> {"prior codes": sacrebleu result, "own codes": ...}."""
+    import sacrebleu
+
+    from .latent_generator import LatentGenerator
+
+    d = task.target_dictionary
+    generator = LatentGenerator([model], d, max_len_a=max_len_a, max_len_b=max_len_b)
+    text = {"prior codes": {}, "own codes": {}, "reference": {}}
+
+    def detok(tokens):
+        return d.string(tokens[tokens.ne(d.pad())], bpe_symbol=bpe)
+
+    with torch.no_grad():
+        for sample in _batches(model, task, split, max_tokens):
+            net_input = sample["net_input"]
+            encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+            bn, latent_mask = model.encode_latents(sample["target"], encoder_out)
+            logits, out_mask = model.decode_latents(model.embed_codes(bn.codes), latent_mask, encoder_out)
+            own = generator.hypotheses(logits, out_mask, model.compression)
+            prior = generator.generate([model], sample)
+            for i, sid in enumerate(sample["id"].tolist()):
+                text["own codes"][sid] = detok(own[i]["tokens"])
+                text["prior codes"][sid] = detok(prior[i][0]["tokens"])
+                text["reference"][sid] = detok(sample["target"][i])
+    ids = sorted(text["reference"])
+    refs = [[text["reference"][i] for i in ids]]
+    return {k: sacrebleu.corpus_bleu([text[k][i] for i in ids], refs, tokenize="none", force=True)
+            for k in ("prior codes", "own codes")}
+
+
 def report(counts: torch.Tensor, lengths: collections.Counter, top: int, spread: float, reliance: float) -> str:
     from .criterions.vqlatent_loss import code_perplexity
 
@@ -108,6 +147,11 @@ def main(argv=None) -> None:
     parser.add_argument("--split", default="valid", help="split to inspect (default: valid)")
     parser.add_argument("--top", type=int, default=10, help="how many frequent codes to list")
     parser.add_argument("--max-tokens", type=int, default=8000, help="batch size in tokens")
+    parser.add_argument(
+        "--bleu", action="store_true", help="also decode the split from the prior's codes and from its own codes"
+    )
+    parser.add_argument("--max-len-a", type=float, default=1.2, help="--bleu: code budget a|x| + b (the pipeline's)")
+    parser.add_argument("--max-len-b", type=int, default=10, help="--bleu: code budget a|x| + b (the pipeline's)")
     args = parser.parse_args(argv)
 
     from fairseq import checkpoint_utils
@@ -133,6 +177,16 @@ def main(argv=None) -> None:
     reliance = code_reliance(model, task, args.split, args.max_tokens, counts)
     print(f"{args.checkpoint} on {args.data} [{args.split}], bottleneck {model.cfg.bottleneck}")
     print(report(counts, lengths, args.top, spread, reliance))
+    if args.bleu:
+        scheme_file = os.path.join(args.data, "subword-scheme")
+        scheme = open(scheme_file).read().strip() if os.path.exists(scheme_file) else "subword_nmt"
+        bpe = "sentencepiece" if scheme == "sentencepiece" else "@@ "
+        print("one-shot BLEU (tokenised, subwords joined) against the split's targets:")
+        for name, bleu in code_oracle_bleu(
+            model, task, args.split, args.max_tokens, bpe, args.max_len_a, args.max_len_b
+        ).items():
+            print(f"  {name:<12} {bleu.score:6.2f}  "
+                  f"length ratio {bleu.sys_len / max(bleu.ref_len, 1):.3f}")
 
 
 if __name__ == "__main__":

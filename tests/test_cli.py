@@ -133,7 +133,7 @@ def test_a_data_directory_with_another_dictionary_is_refused_clearly(trained, tm
 
 def test_inspect_codes_reports_codebook_health(trained):
     proc = run(["python", "-m", "fairseq_vqlatent.inspect_codes", trained.save / "checkpoint_last.pt",
-                trained.data / "bin", "--split", "valid"])
+                trained.data / "bin", "--split", "valid", "--bleu"])
     out = proc.stdout
     used = int(re.search(r"distinct codes\s+(\d+) of 32", out).group(1))
     assert 1 <= used <= 32
@@ -142,6 +142,9 @@ def test_inspect_codes_reports_codebook_health(trained):
     assert int(re.search(r"latent positions\s+(\d+)", out).group(1)) > 1014
     assert 0.0 <= float(re.search(r"code spread\s+([\d.]+)", out).group(1))
     assert 0.0 <= float(re.search(r"tokens changed\s+([\d.]+)%", out).group(1)) <= 100.0
+    for codes in ("prior codes", "own codes"):
+        bleu, ratio = re.search(codes + r"\s+([\d.]+)\s+length ratio ([\d.]+)", out).groups()
+        assert 0.0 <= float(bleu) <= 100.0 and float(ratio) > 0.0
 
 
 def test_inspect_codes_names_a_missing_checkpoint(tmp_path):

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ..errors import VQLatentError
 from ..models.vqlatent_transformer import is_vqlatent_model
+from ..modules.one_shot_decoder import output_targets
 
 
 @dataclass
@@ -53,15 +54,6 @@ def prior_targets(code_targets: Tensor, latent_mask: Tensor) -> Tensor:
     targets[:, :L, :K] = code_targets.masked_fill(latent_mask.unsqueeze(-1), 0.0)
     targets[torch.arange(B, device=lengths.device), lengths, K] = 1.0
     return targets
-
-
-def output_targets(target: Tensor, output_padding_mask: Tensor, pad: int, eos: int) -> Tensor:
-    """target [B, T] (right-padded, EOS-terminated) -> [B, T_out]: padded to the
-    decoder's T_out = L * 2^n_c positions, the slots after EOS inside each
-    sentence's last latent block filled with EOS, the rest padding."""
-    T_out = output_padding_mask.size(1)
-    target = F.pad(target, (0, T_out - target.size(1)), value=pad)
-    return target.masked_fill(target.eq(pad) & ~output_padding_mask, eos)
 
 
 def soft_cross_entropy(lprobs: Tensor, targets: Tensor, epsilon: float) -> Tensor:
@@ -92,6 +84,8 @@ class VQLatentLoss(FairseqCriterion):
         pad = self.padding_idx
 
         target = output_targets(sample["target"], out.output_padding_mask, pad, self.task.target_dictionary.eos())
+        if out.glanced is not None:  # GLAT scores only the words the decoder was not shown
+            target = target.masked_fill(out.glanced, pad)
         lprobs = F.log_softmax(out.logits.float(), dim=-1)
         recon_loss, nll_loss = label_smoothed_nll_loss(
             lprobs.view(-1, lprobs.size(-1)), target.view(-1), self.eps, ignore_index=pad, reduce=True
@@ -106,7 +100,7 @@ class VQLatentLoss(FairseqCriterion):
         prior_correct = (prior_lprobs.argmax(-1) == targets.argmax(-1))[rows].sum()
 
         latent_mask = out.latent_padding_mask
-        sample_size = int((~out.output_padding_mask).sum())  # output positions, EOS fill included
+        sample_size = int(target.ne(pad).sum())  # scored output positions, EOS fill included
         nlatents = int((~latent_mask).sum())
         prior_steps = int(rows.sum())  # codes + end-of-latents
         prior_on = not model.training or model.num_updates >= self.prior_start_updates

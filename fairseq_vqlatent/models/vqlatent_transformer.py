@@ -20,6 +20,8 @@ from torch import Tensor, nn
 
 from ..errors import VQLatentError
 from ..modules.conv_blocks import zero_padding
+from ..modules.glancing import glance, glance_mask
+from ..modules.one_shot_decoder import output_targets
 from ..modules import (
     BOTTLENECK_REGISTRY,
     BottleneckOutput,
@@ -136,6 +138,13 @@ class VQLatentTransformerConfig(FairseqDataclass):
             "decaying linearly from 1 to 0 over this many updates (0 = off; needs causal self-attention)"
         },
     )
+    glance_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "glancing training (GLAT): show the output decoder the target words at this share of the "
+            "positions its own one-shot prediction got wrong, and score only the others (0 = off, below 1)"
+        },
+    )
 
 
 def _transformer_config(cfg, layers: int, max_positions: int) -> TransformerConfig:
@@ -173,6 +182,7 @@ class VQLatentOutput:
     prior_logits: Tensor  # [B, L + 1, K + nspecial] next-code logits, the last predicting end-of-latents
     latent_padding_mask: Tensor  # [B, L]
     bottleneck: BottleneckOutput
+    glanced: Optional[Tensor] = None  # [B, L * 2^n_c] True where the decoder was shown the target word
 
 
 def is_vqlatent_model(model) -> bool:
@@ -196,6 +206,7 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         self.prior = prior
         self.code_dict = code_dict
         self.num_updates = 0
+        self.glance_ratio = safe_getattr(cfg, "glance_ratio", 0.0)
 
     @classmethod
     def build_model(cls, cfg, task):
@@ -206,6 +217,11 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
                 "--target-mix-updates feeds previous target tokens to the decoder; with "
                 "--decoder-self-attention full every position would see its own answer: use causal"
             )
+        glance_ratio = safe_getattr(cfg, "glance_ratio", 0.0)  # checkpoints from before it lack it
+        if not 0.0 <= glance_ratio < 1.0:
+            raise VQLatentError(f"--glance-ratio must be in [0, 1), got {glance_ratio}")
+        if glance_ratio > 0 and cfg.target_mix_updates > 0:
+            raise VQLatentError("--glance-ratio and --target-mix-updates both feed target words to the decoder: pick one")
         src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
         dim = cfg.encoder_embed_dim
         src_embed = _embedding(src_dict, dim)
@@ -275,6 +291,19 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         self, z_q: Tensor, latent_mask: Tensor, encoder_out: dict, prev_output_tokens: Optional[Tensor] = None
     ):
         """z_q [B, L, D] -> output logits [B, L * 2^n_c, V], their padding mask."""
+        logits, mask, _ = self._decode(z_q, latent_mask, encoder_out, prev_output_tokens)
+        return logits, mask
+
+    def _decode(
+        self,
+        z_q: Tensor,
+        latent_mask: Tensor,
+        encoder_out: dict,
+        prev_output_tokens: Optional[Tensor] = None,
+        glance_target: Optional[Tensor] = None,
+    ):
+        """decode_latents, and in glancing training (glance_target [B, T]) the mask of the
+        positions shown their target word."""
         # Padding latents must read as zeros: the decompressor's first convolution sees
         # the neighbour of the last real latent, and a sentence must decode alike
         # alone and in a batch (project_out has a bias; code 0 fills padding).
@@ -283,8 +312,10 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
             x = self._mix_targets(x, prev_output_tokens)
         if self.training and self._hide_source_probability() > 0:
             encoder_out = self._hide_source(encoder_out)
-        return self.decoder(x, mask, encoder_out), mask
-
+        shown = None
+        if glance_target is not None:
+            x, shown = self._glance(x, mask, encoder_out, glance_target)
+        return self.decoder(x, mask, encoder_out), mask, shown
     def prior_logits(self, codes: Tensor, latent_mask: Tensor, encoder_out: dict) -> Tensor:
         """Teacher-forced prior: codes [B, L] -> logits [B, L + 1, K + nspecial]."""
         prev = self.prior_input(codes, latent_mask)
@@ -300,12 +331,27 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
     def forward(self, src_tokens, src_lengths, prev_output_tokens, target, **unused) -> VQLatentOutput:
         encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
         bn, latent_mask = self.encode_latents(target, encoder_out)
-        logits, out_mask = self.decode_latents(
-            bn.z_q, latent_mask, encoder_out, prev_output_tokens if self._mixing() else None
+        glancing = self.training and self.glance_ratio > 0
+        logits, out_mask, glanced = self._decode(
+            bn.z_q,
+            latent_mask,
+            encoder_out,
+            prev_output_tokens if self._mixing() else None,
+            target if glancing else None,
         )
         # The prior sees codes as token ids, so its loss never reaches the codebook.
         prior_logits = self.prior_logits(bn.codes, latent_mask, encoder_out)
-        return VQLatentOutput(logits, out_mask, prior_logits, latent_mask, bn)
+        return VQLatentOutput(logits, out_mask, prior_logits, latent_mask, bn, glanced)
+
+    # -- glancing training (optional; modules/glancing.py)
+    def _glance(self, x: Tensor, mask: Tensor, encoder_out: dict, target: Tensor):
+        """decoder input x [B, T, D] -> (x with some target words shown, their mask [B, T])."""
+        aligned = output_targets(target, mask, self.decoder.padding_idx, self.decoder.dictionary.eos())
+        with torch.no_grad():
+            predicted = self.decoder(x, mask, encoder_out).argmax(-1)
+        shown = glance_mask(predicted, aligned, ~mask, self.glance_ratio)
+        words = self.decoder.embed_tokens(aligned) * math.sqrt(x.size(-1))
+        return glance(x, words, shown), shown
 
     # -- source-attention warmup (optional): word dropout for the source (Bowman et al. 2016)
     def _hide_source_probability(self) -> float:

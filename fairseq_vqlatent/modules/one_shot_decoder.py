@@ -5,10 +5,20 @@ predicted in one pass (as fairseq's NAT decoders do)."""
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from fairseq.models.transformer import TransformerDecoderBase
 from torch import Tensor
 
 from ..errors import VQLatentError
+
+
+def output_targets(target: Tensor, output_padding_mask: Tensor, pad: int, eos: int) -> Tensor:
+    """target [B, T] (right-padded, EOS-terminated) -> [B, T_out]: padded to the
+    decoder's T_out = L * 2^n_c positions, the slots after EOS inside each
+    sentence's last latent block filled with EOS, the rest padding."""
+    T_out = output_padding_mask.size(1)
+    target = F.pad(target, (0, T_out - target.size(1)), value=pad)
+    return target.masked_fill(target.eq(pad) & ~output_padding_mask, eos)
 
 
 class OneShotDecoder(TransformerDecoderBase):
