@@ -4,6 +4,7 @@ import re
 import shutil
 
 import pytest
+import torch
 
 from conftest import REPO, TINY_TRAIN_ARGS, run, train_losses
 
@@ -204,3 +205,16 @@ def test_a_spoilt_checkpoint_is_a_one_line_error(trained, tmp_path, spoil, messa
     proc = run(["fairseq-generate", trained.data / "bin", *GEN, "--path", bad, "--gen-subset", "valid"], check=False)
     assert proc.returncode != 0 and f"error: {bad} {message}" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_averaging_a_checkpoint_with_itself_gives_it_back_and_it_loads(trained, tmp_path):
+    from fairseq import checkpoint_utils
+
+    last, out = trained.save / "checkpoint_last.pt", tmp_path / "avg.pt"
+    proc = run(["python", "-m", "fairseq_vqlatent.average_checkpoints", "--inputs", last, last, "--output", out])
+    assert f"averaged 2 checkpoints (checkpoint_last.pt, checkpoint_last.pt) -> {out}" in proc.stdout
+    models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(out)], arg_overrides={"data": str(trained.data / "bin")})
+    original = checkpoint_utils.load_checkpoint_to_cpu(str(last))["model"]
+    for key, value in models[0].state_dict().items():
+        assert torch.equal(value, original[key]), key
+    assert checkpoint_utils.load_checkpoint_to_cpu(str(out))["last_optimizer_state"] is None

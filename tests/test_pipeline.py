@@ -19,6 +19,10 @@ PIPELINE = ["bash", REPO / "scripts" / "pipeline.sh", "multi30k", "--max-lines",
             "--max-eval-lines", str(EVAL_LINES), "--bpe-merges", "1000", "--teacher-updates", "20",
             "--latent-updates", "20", "--examples", "2"]
 
+EVERY_10 = {"VALIDATE_EVERY": "10"}  # the latent model validates and saves at 10 and 20: two to average
+STAGES = ["data", "teacher", "distill", "latent", "latent-average", "valid-checkpoint_best", "valid-checkpoint_avg",
+          "eval-teacher-beam4", "eval-teacher-greedy", "eval-latent"]
+
 
 def lines(path: Path) -> list:
     return path.read_text(encoding="utf-8").splitlines()
@@ -27,7 +31,7 @@ def lines(path: Path) -> list:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, corpus_dir):
     work = tmp_path_factory.mktemp("pipeline")
-    proc = run([*PIPELINE, "--corpus-dir", corpus_dir, "--work", work])
+    proc = run([*PIPELINE, "--corpus-dir", corpus_dir, "--work", work], env=EVERY_10)
     return SimpleNamespace(work=work, out=proc.stdout, corpus=corpus_dir)
 
 
@@ -47,9 +51,8 @@ def test_pipeline_prints_the_three_system_table(pipeline):
 
 @pytest.mark.slow
 def test_every_stage_has_a_banner_a_log_and_a_wall_time(pipeline):
-    stages = ["data", "teacher", "distill", "latent", "eval-teacher-beam4", "eval-teacher-greedy", "eval-latent"]
-    for i, name in enumerate(stages, 1):
-        assert re.search(rf"=== \[{i}/7\] {name} \(\d\d:\d\d:\d\d, \d+m\d\ds into the pipeline", pipeline.out)
+    for i, name in enumerate(STAGES, 1):
+        assert re.search(rf"=== \[{i}/10\] {name} \(\d\d:\d\d:\d\d, \d+m\d\ds into the pipeline", pipeline.out)
         assert (pipeline.work / "logs" / f"{name}.log").stat().st_size > 0
         assert re.search(rf"^  {name} +\d+m\d\ds$", pipeline.out, re.M), name
     assert pipeline.out.count("\nSRC      ") == 2 and "LATENT   " in pipeline.out
@@ -119,14 +122,14 @@ def test_over_long_sources_fall_back_to_their_reference(pipeline, tmp_path):
 def test_rerun_skips_finished_stages_and_resumes_training(pipeline, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(pipeline.work, work)
-    proc = run([*PIPELINE, "--corpus-dir", pipeline.corpus, "--work", work])
-    assert proc.stdout.count("finished earlier, skipped") == 7, proc.stdout
+    proc = run([*PIPELINE, "--corpus-dir", pipeline.corpus, "--work", work], env=EVERY_10)
+    assert proc.stdout.count("finished earlier, skipped") == 10, proc.stdout
 
     # An unfinished latent training (no .done marker) resumes from its checkpoint.
     (work / "latent" / ".done").unlink()
     shutil.rmtree(work / "eval" / "latent")
     proc = run([*PIPELINE[:-4], "--latent-updates", "25", "--examples", "2", "--corpus-dir", pipeline.corpus,
-                "--work", work])
+                "--work", work], env=EVERY_10)
     assert proc.stdout.count("finished earlier, skipped") == 5, proc.stdout
     log = (work / "logs" / "latent.log").read_text()
     assert f"resuming from {work}/latent/checkpoint_last.pt" in log
@@ -192,3 +195,16 @@ def test_pipeline_help_prints_the_header_only():
     assert proc.returncode == 2
     assert proc.stderr.startswith("Every stage from raw corpus") and "checkpoint. Each stage logs" in proc.stderr
     assert "set -euo" not in proc.stderr and "#" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_last_checkpoints_are_averaged_and_valid_bleu_picks_the_latent_model(pipeline):
+    assert re.search(r"averaged 2 checkpoints \(checkpoint_\d+_10\.pt, checkpoint_\d+_20\.pt\)", pipeline.out), pipeline.out
+    for name in ("checkpoint_best", "checkpoint_avg"):
+        result = json.loads((pipeline.work / "eval" / f"valid-{name}" / "result.json").read_text())
+        assert result["sentences"] == EVAL_LINES and 0.0 <= result["bleu"] <= 100.0
+    chosen = re.search(r"the latent model used below: (checkpoint_best|checkpoint_avg)\.pt", pipeline.out).group(1)
+    assert f"{chosen}.pt of the latent model" in pipeline.out
+    bleu = {n: json.loads((pipeline.work / "eval" / f"valid-{n}" / "result.json").read_text())["bleu"]
+            for n in ("checkpoint_best", "checkpoint_avg")}
+    assert chosen == ("checkpoint_avg" if bleu["checkpoint_avg"] > bleu["checkpoint_best"] else "checkpoint_best")
