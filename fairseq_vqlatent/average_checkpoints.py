@@ -9,8 +9,10 @@ With SAVE_DIR, the inputs are its last N interval checkpoints
 scripts/average_checkpoints.py, which its pip package leaves out.
 
 The one-shot model's valid BLEU swings by a point or two between checkpoints a
-hundred updates apart, and the average of the last five scores above every one
-of them (benchmarks/results/one-shot-gap-multi30k.md). Floating-point tensors
+hundred updates apart. The average of the last five beat every checkpoint it was
+made of in one window of the benchmark's run and trailed the best of them in
+another (benchmarks/results/one-shot-gap-multi30k.md), so the pipeline only
+offers it (--average-last N), and valid BLEU decides. Floating-point tensors
 are averaged, buffers of other types (counters) come from the newest input, as
 do the configuration and everything else in it; the optimizer state is left
 out, so the result is for decoding, not for resuming.

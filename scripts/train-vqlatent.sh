@@ -9,8 +9,7 @@
 # learning rate as the teacher's (2,048 tokens at 2e-3 on Multi30k), a warmup that
 # fits a CPU budget. Validation every $VALIDATE_EVERY updates (Multi30k 100, WMT'14
 # 2000) decodes valid in one shot, and checkpoint_best.pt is the best valid BLEU: what
-# users get, not the loss of a decoder fed the target's own codes. The last five interval
-# checkpoints are kept for averaging (python -m fairseq_vqlatent.average_checkpoints).
+# users get, not the loss of a decoder fed the target's own codes.
 # benchmarks/results/latent-ablation-multi30k.md has the measurements behind it.
 # EXTRA overrides any of it, e.g. `-- --bottleneck vq --init-from-teacher CKPT`.
 set -euo pipefail
@@ -39,5 +38,5 @@ run_fairseq_train "$DATA" "$SAVE" --task translation_vqlatent --criterion vqlate
   --eval-bleu --eval-bleu-detok moses --eval-bleu-remove-bpe "$REMOVE_BPE" --eval-bleu-args "$MAX_LEN_JSON" \
   --best-checkpoint-metric bleu --maximize-best-checkpoint-metric \
   --validate-interval-updates "$VALIDATE_EVERY" --save-interval-updates "$VALIDATE_EVERY" \
-  --keep-interval-updates 5 \
+  --keep-interval-updates 1 \
   $(budget_args) "${EXTRA[@]}"

@@ -17,7 +17,7 @@ EVAL_LINES = 100
 # and the table's "% of teacher" needs a teacher that scores.
 PIPELINE = ["bash", REPO / "scripts" / "pipeline.sh", "multi30k", "--max-lines", "1000",
             "--max-eval-lines", str(EVAL_LINES), "--bpe-merges", "1000", "--teacher-updates", "20",
-            "--latent-updates", "20", "--examples", "2"]
+            "--average-last", "2", "--latent-updates", "20", "--examples", "2"]
 
 EVERY_10 = {"VALIDATE_EVERY": "10"}  # the latent model validates and saves at 10 and 20: two to average
 STAGES = ["data", "teacher", "distill", "latent", "latent-average", "valid-checkpoint_best", "valid-checkpoint_avg",
