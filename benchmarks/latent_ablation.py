@@ -49,8 +49,8 @@ ROWS = {  # in the order they run, two at a time
     "lr 1e-3": (["--lr", "1e-3"], [], True),
     "no label smoothing": (["--label-smoothing", "0"], [], True),
     "no teacher init": ([], [], False),
-    "target mixing": (["--target-mix-updates", "MAX_UPDATE"], [], True),
-    "glancing 0.5": (["--glance-ratio", "0.5"], [], True),
+    "target mixing": (["--target-mix-updates", "MAX_UPDATE", "--glance-ratio", "0"], [], True),  # both feed targets
+    "no glancing": (["--glance-ratio", "0"], [], True),
     "source attention warmup": (["--source-attention-warmup", "HALF_UPDATE"], [], True),
     "no commitment loss": (["--commitment-beta", "0"], [], True),
     "greedy stop by argmax": ([], ["--latent-stop", "argmax"], True),  # decodes the recipe's checkpoint
