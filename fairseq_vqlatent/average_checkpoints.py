@@ -67,6 +67,7 @@ def average_parameters(models: List[Dict[str, torch.Tensor]]) -> "collections.Or
 def average_checkpoints(paths: List[str]) -> dict:
     """Checkpoint files -> one checkpoint dict: the newest's, with averaged parameters."""
     from fairseq import checkpoint_utils
+    from omegaconf import OmegaConf
 
     states = []
     for path in paths:
@@ -79,8 +80,6 @@ def average_checkpoints(paths: List[str]) -> dict:
         if "model" not in state:
             raise VQLatentError(f"{path} is not a fairseq checkpoint (it has no model parameters)")
         states.append(state)
-    from omegaconf import OmegaConf
-
     averaged = dict(states[-1])
     averaged["model"] = average_parameters([s["model"] for s in states])
     if OmegaConf.is_config(averaged.get("cfg")):  # saved as plain containers, as fairseq's trainer does

@@ -316,6 +316,7 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         if glance_target is not None:
             x, shown = self._glance(x, mask, encoder_out, glance_target)
         return self.decoder(x, mask, encoder_out), mask, shown
+
     def prior_logits(self, codes: Tensor, latent_mask: Tensor, encoder_out: dict) -> Tensor:
         """Teacher-forced prior: codes [B, L] -> logits [B, L + 1, K + nspecial]."""
         prev = self.prior_input(codes, latent_mask)
@@ -350,8 +351,11 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         with torch.no_grad():
             predicted = self.decoder(x, mask, encoder_out).argmax(-1)
         shown = glance_mask(predicted, aligned, ~mask, self.glance_ratio)
-        words = self.decoder.embed_tokens(aligned) * math.sqrt(x.size(-1))
-        return glance(x, words, shown), shown
+        return glance(x, self._embed_targets(aligned), shown), shown
+
+    def _embed_targets(self, tokens: Tensor) -> Tensor:
+        """Target words [B, T] as decoder inputs [B, T, D], scaled as a Transformer's embeddings are."""
+        return self.decoder.embed_tokens(tokens) * math.sqrt(self.decoder.embed_tokens.embedding_dim)
 
     # -- source-attention warmup (optional): word dropout for the source (Bowman et al. 2016)
     def _hide_source_probability(self) -> float:
@@ -379,7 +383,7 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         T = x.size(1)
         prev = prev_output_tokens[:, :T]
         prev = torch.nn.functional.pad(prev, (0, T - prev.size(1)), value=self.decoder.padding_idx)
-        emb = self.decoder.embed_tokens(prev) * math.sqrt(x.size(-1))
+        emb = self._embed_targets(prev)
         take = torch.rand(x.shape[:2], device=x.device) < self._mix_probability()
         take &= prev.ne(self.decoder.padding_idx)
         return torch.where(take.unsqueeze(-1), emb.to(x.dtype), x)
