@@ -91,7 +91,7 @@ def profile_latent(model, task, subset, n, warmup):
             logits, out_mask = clock.time("decompressor + decoder + output projection", one_pass)
 
             def post():
-                return gen.hypotheses(logits, out_mask, model.compression)
+                return gen.hypotheses(logits, out_mask, model.compression, model.ctc_blank)
 
             clock.time("argmax without repeats, end rule, hypothesis", post)
     return clock.total, clock.steps

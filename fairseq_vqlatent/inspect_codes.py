@@ -105,7 +105,7 @@ def code_oracle_bleu(
             encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
             bn, latent_mask = model.encode_latents(sample["target"], encoder_out)
             logits, out_mask = model.decode_latents(model.embed_codes(bn.codes), latent_mask, encoder_out)
-            own = generator.hypotheses(logits, out_mask, model.compression)
+            own = generator.hypotheses(logits, out_mask, model.compression, model.ctc_blank)
             prior = generator.generate([model], sample)
             for i, sid in enumerate(sample["id"].tolist()):
                 text["own codes"][sid] = detok(own[i]["tokens"])

@@ -40,6 +40,7 @@ from fairseq.sequence_generator import SequenceGenerator
 from torch import Tensor, nn
 
 from .errors import VQLatentError
+from .modules.ctc import ctc_collapse
 from .teacher_scorer import TeacherScorer
 
 
@@ -125,7 +126,7 @@ class LatentGenerator(nn.Module):
             encoder_out, src_tokens, src_lengths = each, src_tokens[order], src_lengths[order]
         z_q = model.embed_codes(codes).to(encoder_out["encoder_out"][0].dtype)
         logits, out_mask = model.decode_latents(z_q, latent_mask, encoder_out)
-        hyps = self.hypotheses(logits, out_mask, model.compression)
+        hyps = self.hypotheses(logits, out_mask, model.compression, model.ctc_blank)
         if N == 1:
             return [[h] for h in hyps]
         if self.scorer is not None:
@@ -135,10 +136,12 @@ class LatentGenerator(nn.Module):
         best = fitness.view(-1, N).argmax(1).tolist()
         return [[hyps[b * N + i]] for b, i in enumerate(best)]
 
-    def hypotheses(self, logits: Tensor, out_mask: Tensor, block: int) -> List[Dict]:
+    def hypotheses(self, logits: Tensor, out_mask: Tensor, block: int, ctc_blank: Optional[int] = None) -> List[Dict]:
         """The one-shot decoder's logits [B, T, V] -> one fairseq hypothesis per row."""
         lprobs = torch.log_softmax(logits.float(), -1)
         lprobs[..., self.banned] = float("-inf")
+        if ctc_blank is not None:
+            return self._ctc_hypotheses(lprobs, out_mask, ctc_blank)
         lprobs[..., self.eos].masked_fill_(self._eos_banned(out_mask, block), float("-inf"))
         if self.allow_repeats:
             scores, tokens = lprobs.max(-1)  # [B, T]
@@ -149,6 +152,21 @@ class LatentGenerator(nn.Module):
             self._hypothesis(tokens[b], scores[b], eos_scores[b], int((~out_mask[b]).sum()))
             for b in range(tokens.size(0))
         ]
+
+    def _ctc_hypotheses(self, lprobs: Tensor, out_mask: Tensor, blank: int) -> List[Dict]:
+        """Best path: the argmax at every position, repeats merged, blanks dropped, then EOS.
+        A CTC decoder never learnt to say EOS (modules/ctc.py), so it may not."""
+        lprobs[..., self.eos] = float("-inf")
+        scores, tokens = lprobs.max(-1)  # [B, T]
+        hyps = []
+        for b in range(tokens.size(0)):
+            n = int((~out_mask[b]).sum())
+            keep = tokens.new_tensor(ctc_collapse(tokens[b, :n], blank))
+            words = torch.cat([tokens[b, keep], tokens.new_tensor([self.eos])])
+            # The path's own score: every position counts, blanks and repeats too.
+            path = scores[b, :n]
+            hyps.append(self._fairseq_hypothesis(words, torch.cat([path[keep], path.mean().view(1)]), path.mean()))
+        return hyps
 
     @staticmethod
     def _eos_banned(out_mask: Tensor, block: int) -> Tensor:
@@ -267,10 +285,14 @@ class LatentGenerator(nn.Module):
         else:
             tokens = torch.cat([tokens[:length], tokens.new_tensor([eos])])
             scores = torch.cat([scores[:length], eos_scores[length - 1 : length]])
+        return self._fairseq_hypothesis(tokens, scores, scores.mean())
+
+    @staticmethod
+    def _fairseq_hypothesis(tokens: Tensor, positional_scores: Tensor, score: Tensor) -> Dict:
         return {
             "tokens": tokens,
-            "score": scores.mean(),
-            "positional_scores": scores,
+            "score": score,
+            "positional_scores": positional_scores,
             "alignment": None,
             "attention": None,
         }

@@ -11,6 +11,8 @@ The decoder covers L_b * 2^n_c positions for a sentence of L_b latents. The
 positions after its EOS are trained to predict EOS too, so that every position
 the decoder emits at inference has been trained, and the generator's rule
 ("the sentence ends at the first EOS of the last block") is what training taught.
+With --ctc-upsample the reconstruction is CTC's instead (modules/ctc.py), a sum
+over sentences divided by the target's words.
 
 Every term is logged on its own, with the codebook's health: code perplexity,
 codes used, dead codes and prior accuracy. All logging outputs are sums, so they
@@ -30,6 +32,7 @@ from torch import Tensor
 
 from ..errors import VQLatentError
 from ..models.vqlatent_transformer import is_vqlatent_model
+from ..modules.ctc import ctc_loss
 from ..modules.one_shot_decoder import output_targets
 
 
@@ -83,13 +86,20 @@ class VQLatentLoss(FairseqCriterion):
         out = model(**sample["net_input"], target=sample["target"])
         pad = self.padding_idx
 
-        target = output_targets(sample["target"], out.output_padding_mask, pad, self.task.target_dictionary.eos())
-        if out.glanced is not None:  # GLAT scores only the words the decoder was not shown
-            target = target.masked_fill(out.glanced, pad)
+        eos = self.task.target_dictionary.eos()
         lprobs = F.log_softmax(out.logits.float(), dim=-1)
-        recon_loss, nll_loss = label_smoothed_nll_loss(
-            lprobs.view(-1, lprobs.size(-1)), target.view(-1), self.eps, ignore_index=pad, reduce=True
-        )
+        if model.ctc_blank is not None:  # over every position, glanced or not (Gu and Kong 2021)
+            recon_loss, nll_loss, sample_size = ctc_loss(
+                lprobs, out.output_padding_mask, sample["target"], model.ctc_blank, pad, eos, self.eps
+            )
+        else:
+            target = output_targets(sample["target"], out.output_padding_mask, pad, eos)
+            if out.glanced is not None:  # GLAT scores only the words the decoder was not shown
+                target = target.masked_fill(out.glanced, pad)
+            recon_loss, nll_loss = label_smoothed_nll_loss(
+                lprobs.view(-1, lprobs.size(-1)), target.view(-1), self.eps, ignore_index=pad, reduce=True
+            )
+            sample_size = int(target.ne(pad).sum())  # scored output positions, EOS fill included
 
         # Prior: soft code targets, then end-of-latents; scored over codes + eos only.
         K = out.bottleneck.code_targets.size(-1)
@@ -100,7 +110,6 @@ class VQLatentLoss(FairseqCriterion):
         prior_correct = (prior_lprobs.argmax(-1) == targets.argmax(-1))[rows].sum()
 
         latent_mask = out.latent_padding_mask
-        sample_size = int(target.ne(pad).sum())  # scored output positions, EOS fill included
         nlatents = int((~latent_mask).sum())
         prior_steps = int(rows.sum())  # codes + end-of-latents
         prior_on = not model.training or model.num_updates >= self.prior_start_updates
@@ -123,7 +132,7 @@ class VQLatentLoss(FairseqCriterion):
             "nlatents": nlatents,
             "prior_steps": prior_steps,
             "ntokens": sample["ntokens"],
-            "nsentences": target.size(0),
+            "nsentences": sample["target"].size(0),
             "sample_size": sample_size,
             "code_counts": code_counts,
             "dead_codes": out.bottleneck.dead_codes,

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import VQLatentError
 from ..modules.conv_blocks import zero_padding
+from ..modules import ctc
 from ..modules.glancing import glance, glance_mask
 from ..modules.one_shot_decoder import output_targets
 from ..modules import (
@@ -145,6 +146,14 @@ class VQLatentTransformerConfig(FairseqDataclass):
             "positions its own one-shot prediction got wrong, and score only the others (0 = off, below 1)"
         },
     )
+    ctc_upsample: int = field(
+        default=0,
+        metadata={
+            "help": "train the output decoder with CTC: it reads each decompressed position this many times, "
+            "emits a word or a blank (<unk>) at each, and decoding merges repeats and drops blanks "
+            "(modules/ctc.py; 0 = off: cross-entropy at fixed positions)"
+        },
+    )
 
 
 def _transformer_config(cfg, layers: int, max_positions: int) -> TransformerConfig:
@@ -177,8 +186,8 @@ def _embedding(dictionary, dim: int) -> nn.Embedding:
 
 @dataclass
 class VQLatentOutput:
-    logits: Tensor  # [B, L * 2^n_c, V] output decoder
-    output_padding_mask: Tensor  # [B, L * 2^n_c]
+    logits: Tensor  # [B, L * 2^n_c (* ctc_upsample), V] output decoder
+    output_padding_mask: Tensor  # [B, L * 2^n_c (* ctc_upsample)]
     prior_logits: Tensor  # [B, L + 1, K + nspecial] next-code logits, the last predicting end-of-latents
     latent_padding_mask: Tensor  # [B, L]
     bottleneck: BottleneckOutput
@@ -207,6 +216,7 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         self.code_dict = code_dict
         self.num_updates = 0
         self.glance_ratio = safe_getattr(cfg, "glance_ratio", 0.0)
+        self.ctc_upsample = safe_getattr(cfg, "ctc_upsample", 0)  # checkpoints from before it lack it
 
     @classmethod
     def build_model(cls, cfg, task):
@@ -222,6 +232,14 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
             raise VQLatentError(f"--glance-ratio must be in [0, 1), got {glance_ratio}")
         if glance_ratio > 0 and cfg.target_mix_updates > 0:
             raise VQLatentError("--glance-ratio and --target-mix-updates both feed target words to the decoder: pick one")
+        ctc_upsample = safe_getattr(cfg, "ctc_upsample", 0)
+        if ctc_upsample < 0:
+            raise VQLatentError(f"--ctc-upsample must be 0 (off) or a positive factor, got {ctc_upsample}")
+        if ctc_upsample > 0 and cfg.target_mix_updates > 0:
+            raise VQLatentError(
+                "--ctc-upsample does not fix which word each position emits, as --target-mix-updates needs: "
+                "use --glance-ratio instead"
+            )
         src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
         dim = cfg.encoder_embed_dim
         src_embed = _embedding(src_dict, dim)
@@ -264,6 +282,11 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         return 2**self.cfg.compress_steps
 
     @property
+    def ctc_blank(self) -> Optional[int]:
+        """The token the CTC output decoder emits for nothing, or None where it has no CTC output."""
+        return self.decoder.dictionary.unk() if self.ctc_upsample > 0 else None
+
+    @property
     def max_latents(self) -> int:
         """The longest code sequence the prior can hold (end-of-latents aside)."""
         return self.prior.max_positions() - 1
@@ -290,7 +313,7 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
     def decode_latents(
         self, z_q: Tensor, latent_mask: Tensor, encoder_out: dict, prev_output_tokens: Optional[Tensor] = None
     ):
-        """z_q [B, L, D] -> output logits [B, L * 2^n_c, V], their padding mask."""
+        """z_q [B, L, D] -> output logits [B, L * 2^n_c (* ctc_upsample), V], their padding mask."""
         logits, mask, _ = self._decode(z_q, latent_mask, encoder_out, prev_output_tokens)
         return logits, mask
 
@@ -308,6 +331,8 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         # the neighbour of the last real latent, and a sentence must decode alike
         # alone and in a batch (project_out has a bias; code 0 fills padding).
         x, mask = self.decompressor(zero_padding(z_q, latent_mask), latent_mask)
+        if self.ctc_upsample > 0:
+            x, mask = ctc.upsample(x, mask, self.ctc_upsample)
         if prev_output_tokens is not None:
             x = self._mix_targets(x, prev_output_tokens)
         if self.training and self._hide_source_probability() > 0:
@@ -347,10 +372,14 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
     # -- glancing training (optional; modules/glancing.py)
     def _glance(self, x: Tensor, mask: Tensor, encoder_out: dict, target: Tensor):
         """decoder input x [B, T, D] -> (x with some target words shown, their mask [B, T])."""
-        aligned = output_targets(target, mask, self.decoder.padding_idx, self.decoder.dictionary.eos())
+        pad, eos = self.decoder.padding_idx, self.decoder.dictionary.eos()
         with torch.no_grad():
-            predicted = self.decoder(x, mask, encoder_out).argmax(-1)
-        shown = glance_mask(predicted, aligned, ~mask, self.glance_ratio)
+            logits = self.decoder(x, mask, encoder_out)
+            if self.ctc_blank is not None:  # a word's place is where the best path reads it
+                aligned = ctc.best_alignment(logits.float().log_softmax(-1), mask, target, self.ctc_blank, pad, eos)
+            else:
+                aligned = output_targets(target, mask, pad, eos)
+        shown = glance_mask(logits.argmax(-1), aligned, ~mask, self.glance_ratio)
         return glance(x, self._embed_targets(aligned), shown), shown
 
     def _embed_targets(self, tokens: Tensor) -> Tensor:

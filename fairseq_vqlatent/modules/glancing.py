@@ -11,7 +11,7 @@ inference it sees no targets, as before.
 
 Measured with the latent model on Multi30k: oracle codes (the compressor's
 own, from the reference) decode no better than the prior's, so the gap to the
-teacher is the one-shot decoder's (benchmarks/results/glancing-multi30k.md).
+teacher is the one-shot decoder's (benchmarks/results/one-shot-gap-multi30k.md).
 """
 
 import torch
