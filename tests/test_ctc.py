@@ -41,7 +41,7 @@ def test_loss_is_the_sum_over_alignments_by_hand():
     torch.testing.assert_close(loss, nll)
     # label smoothing: a share epsilon is the mean -log p over the vocabulary, per target word
     smoothed, _, _ = ctc_loss(lprobs, mask, torch.tensor([[w, EOS]]), BLANK, PAD, EOS, epsilon=0.1)
-    uniform = float(-lprobs[0].mean(-1).sum()) * 1 / 2
+    uniform = float(-lprobs[0].mean(-1).sum()) * 1 / 2  # one word over two positions
     torch.testing.assert_close(smoothed, torch.tensor(0.9 * by_hand + 0.1 * uniform))
 
 
@@ -144,3 +144,28 @@ def test_glancing_with_ctc_shows_words_at_their_best_path_places():
 def test_negative_factor_is_refused():
     with pytest.raises(VQLatentError, match="--ctc-upsample must be 0"):
         build_tiny_model(ctc_upsample=-1)
+
+
+def test_loss_on_each_sentences_own_words_equals_the_full_vocabulary_loss():
+    # The criterion gathers the blank's and the target words' log-probs before CTC;
+    # repeated words must keep sharing a label (a blank parts them), so the value and
+    # the gradient equal torch's CTC over the whole vocabulary.
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(3, 10, 12, generator=g, requires_grad=True)
+    target = torch.tensor([[5, 5, 6, EOS, PAD], [7, 8, 7, 7, EOS], [9, EOS, PAD, PAD, PAD]])
+    mask = torch.tensor([[False] * 10, [False] * 10, [False] * 6 + [True] * 4])
+    _, nll, _ = ctc_loss(logits.log_softmax(-1), mask, target, BLANK, PAD, EOS, 0.0)
+    (ours,) = torch.autograd.grad(nll, logits)
+    words, lengths = ctc_targets(target, PAD, EOS)
+    full = torch.nn.functional.ctc_loss(
+        logits.log_softmax(-1).transpose(0, 1), words, (~mask).sum(1), lengths, blank=BLANK, reduction="sum"
+    )
+    (theirs,) = torch.autograd.grad(full, logits)
+    torch.testing.assert_close(nll, full)
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_a_target_that_cannot_fit_its_positions_scores_zero():
+    lprobs = torch.log_softmax(torch.randn(1, 3, 8, requires_grad=True), -1)
+    _, nll, _ = ctc_loss(lprobs, torch.zeros(1, 3, dtype=torch.bool), torch.tensor([[5, 5, 6, EOS]]), BLANK, PAD, EOS, 0.0)
+    assert nll.item() == 0.0  # 5 _ 5 6 needs four positions
