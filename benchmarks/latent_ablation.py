@@ -49,8 +49,10 @@ ROWS = {  # in the order they run, two at a time
     "lr 1e-3": (["--lr", "1e-3"], [], True),
     "no label smoothing": (["--label-smoothing", "0"], [], True),
     "no teacher init": ([], [], False),
-    "target mixing": (["--target-mix-updates", "MAX_UPDATE", "--glance-ratio", "0"], [], True),  # both feed targets
-    "no glancing": (["--glance-ratio", "0"], [], True),
+    "no CTC (cross-entropy)": (["--ctc-upsample", "0"], [], True),
+    "no CTC, glancing 0.5": (["--ctc-upsample", "0", "--glance-ratio", "0.5"], [], True),  # the recipe before
+    "CTC with glancing 0.5": (["--glance-ratio", "0.5"], [], True),
+    "target mixing": (["--target-mix-updates", "MAX_UPDATE", "--ctc-upsample", "0"], [], True),  # fixed positions
     "source attention warmup": (["--source-attention-warmup", "HALF_UPDATE"], [], True),
     "no commitment loss": (["--commitment-beta", "0"], [], True),
     "greedy stop by argmax": ([], ["--latent-stop", "argmax"], True),  # decodes the recipe's checkpoint
@@ -58,7 +60,8 @@ ROWS = {  # in the order they run, two at a time
     "dropout 0.1": (["--dropout", "0.1"], [], True),
     "dropout 0": (["--dropout", "0"], [], True),
 }
-SHARES_CHECKPOINT = {"greedy stop by argmax": "recipe", "repeats allowed": "recipe"}
+# A CTC decoder merges repeats itself: the repeat rule is the cross-entropy decoder's.
+SHARES_CHECKPOINT = {"greedy stop by argmax": "recipe", "repeats allowed": "no CTC (cross-entropy)"}
 VALID_BLEU = re.compile(r"\| valid on 'valid' subset \|.*?\| bleu ([\d.]+) \|.*?\| num_updates (\d+)")
 
 

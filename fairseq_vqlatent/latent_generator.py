@@ -76,6 +76,7 @@ class LatentGenerator(nn.Module):
         candidates_from: str = "sample",
         scorer: Optional[TeacherScorer] = None,
         allow_repeats: bool = False,
+        blank_penalty: float = 0.0,
     ):
         super().__init__()
         if len(models) != 1:
@@ -93,6 +94,7 @@ class LatentGenerator(nn.Module):
             raise VQLatentError(f"unknown candidate source {candidates_from!r} (sample or beam)")
         self.candidates, self.candidates_from, self.scorer = candidates, candidates_from, scorer
         self.allow_repeats = allow_repeats
+        self.blank_penalty = blank_penalty
         self.max_len_a = max_len_a
         self.max_len_b = max_len_b
         # Validation (--eval-bleu) must not stop training over an empty line; the CLIs refuse one.
@@ -157,7 +159,10 @@ class LatentGenerator(nn.Module):
         """Best path: the argmax at every position, repeats merged, blanks dropped, then EOS.
         A CTC decoder never learnt to say EOS (modules/ctc.py), so it may not."""
         lprobs[..., self.eos] = float("-inf")
-        scores, tokens = lprobs.max(-1)  # [B, T]
+        penalised = lprobs.clone()
+        penalised[..., blank] -= self.blank_penalty  # --ctc-blank-penalty: longer outputs
+        tokens = penalised.argmax(-1)  # [B, T]
+        scores = lprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         hyps = []
         for b in range(tokens.size(0)):
             n = int((~out_mask[b]).sum())

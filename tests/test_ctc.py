@@ -169,3 +169,39 @@ def test_a_target_that_cannot_fit_its_positions_scores_zero():
     lprobs = torch.log_softmax(torch.randn(1, 3, 8, requires_grad=True), -1)
     _, nll, _ = ctc_loss(lprobs, torch.zeros(1, 3, dtype=torch.bool), torch.tensor([[5, 5, 6, EOS]]), BLANK, PAD, EOS, 0.0)
     assert nll.item() == 0.0  # 5 _ 5 6 needs four positions
+
+
+def test_validation_whose_hypotheses_are_all_empty_reports_bleu_zero():
+    # A young CTC decoder emits only blanks; fairseq then logs no BLEU and choosing
+    # checkpoint_best by it failed with KeyError 'bleu'.
+    from fairseq import metrics
+    from fairseq_vqlatent.tasks.translation_vqlatent import TranslationVQLatentConfig, TranslationVQLatentTask
+
+    task = toy_task()
+    cfg = TranslationVQLatentConfig(eval_bleu=True)
+    t = TranslationVQLatentTask(cfg, task.source_dictionary, task.target_dictionary)
+    empty = {f"_bleu_{k}_{i}": 0 for k in ("counts", "totals") for i in range(4)}
+    logs = [{**empty, "_bleu_sys_len": 0, "_bleu_ref_len": 12, "loss": 1.0, "sample_size": 1, "ntokens": 1, "nsentences": 1}]
+    class NoCriterionMetrics:
+        @staticmethod
+        def reduce_metrics(logging_outputs):
+            pass
+
+    with metrics.aggregate() as agg:
+        t.reduce_metrics(logs, NoCriterionMetrics())
+    assert agg.get_smoothed_values()["bleu"] == 0.0
+
+
+def test_blank_penalty_lengthens_the_best_path():
+    task = toy_task()
+    d = task.target_dictionary
+    model = build_tiny_model(task, ctc_upsample=2, compress_steps=2).eval()
+    logits = torch.zeros(1, 4, len(d))
+    logits[0, :, d.unk()] = 3.0  # the blank leads everywhere ...
+    logits[0, 1, 10], logits[0, 3, 11] = 2.0, 0.5  # ... by 1 at position 1, by 2.5 at position 3
+    mask = torch.zeros(1, 4, dtype=torch.bool)
+    words = {}
+    for penalty in (0.0, 2.0, 3.0):
+        gen = LatentGenerator([model], d, max_len_a=0, max_len_b=8, blank_penalty=penalty)
+        words[penalty] = gen.hypotheses(logits.clone(), mask, 4, model.ctc_blank)[0]["tokens"].tolist()
+    assert words == {0.0: [d.eos()], 2.0: [10, d.eos()], 3.0: [10, 11, d.eos()]}
