@@ -84,7 +84,8 @@ def code_reliance(model, task, split: str, max_tokens: int, counts: torch.Tensor
 
 
 def code_oracle_bleu(
-    model, task, split: str, max_tokens: int, bpe: str, max_len_a: float = 1.2, max_len_b: int = 10
+    model, task, split: str, max_tokens: int, bpe: str, max_len_a: float = 1.2, max_len_b: int = 10,
+    blank_penalty: float = 0.0,
 ) -> dict:
     """Tokenised BLEU of one-shot decoding from the prior's codes and from the
     target's own codes -> {"prior codes": sacrebleu result, "own codes": ...}."""
@@ -93,7 +94,7 @@ def code_oracle_bleu(
     from .latent_generator import LatentGenerator
 
     d = task.target_dictionary
-    generator = LatentGenerator([model], d, max_len_a=max_len_a, max_len_b=max_len_b)
+    generator = LatentGenerator([model], d, max_len_a=max_len_a, max_len_b=max_len_b, blank_penalty=blank_penalty)
     text = {"prior codes": {}, "own codes": {}, "reference": {}}
 
     def detok(tokens):
@@ -141,6 +142,8 @@ def report(counts: torch.Tensor, lengths: collections.Counter, top: int, spread:
 
 
 def main(argv=None) -> None:
+    from .tasks.translation_vqlatent import TranslationVQLatentConfig
+
     parser = argparse.ArgumentParser(prog="python -m fairseq_vqlatent.inspect_codes", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a vqlatent_transformer checkpoint (.pt)")
     parser.add_argument("data", help="the fairseq-preprocess directory the model was trained on")
@@ -152,6 +155,10 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--max-len-a", type=float, default=1.2, help="--bleu: code budget a|x| + b (the pipeline's)")
     parser.add_argument("--max-len-b", type=int, default=10, help="--bleu: code budget a|x| + b (the pipeline's)")
+    parser.add_argument(
+        "--ctc-blank-penalty", type=float, default=TranslationVQLatentConfig.ctc_blank_penalty,
+        help="--bleu, CTC models: as the task's option (default: its default)",
+    )
     args = parser.parse_args(argv)
 
     from fairseq import checkpoint_utils
@@ -183,7 +190,7 @@ def main(argv=None) -> None:
         bpe = "sentencepiece" if scheme == "sentencepiece" else "@@ "
         print("one-shot BLEU (tokenised, subwords joined) against the split's targets:")
         for name, bleu in code_oracle_bleu(
-            model, task, args.split, args.max_tokens, bpe, args.max_len_a, args.max_len_b
+            model, task, args.split, args.max_tokens, bpe, args.max_len_a, args.max_len_b, args.ctc_blank_penalty
         ).items():
             print(f"  {name:<12} {bleu.score:6.2f}  "
                   f"length ratio {bleu.sys_len / max(bleu.ref_len, 1):.3f}")
