@@ -103,7 +103,7 @@ class Lattice:
     skip: Tensor  # [B, 2S + 1] True where a state may be entered from two states back
     padding_mask: Tensor  # [B, T_out]
     lengths: Tensor  # [B] target words
-    last: Tensor  # [B] the state of the last word (0 for an empty target)
+    last: Tensor  # [B] the state of the blank after the last word (0 for an empty target)
 
     @classmethod
     def build(cls, lprobs: Tensor, padding_mask: Tensor, target: Tensor, blank: int, pad: int, eos: int) -> "Lattice":

@@ -90,7 +90,8 @@ class TranslationVQLatentTask(TranslationTask):
             raise VQLatentError("--score-reference is not supported: the output is decoded in one shot from codes")
         # --eval-bleu passes a plain Namespace: read every option with a default.
         def option(name):
-            return getattr(args, name, None) or getattr(self.cfg, name)
+            value = getattr(args, name, None)
+            return value if value is not None else getattr(self.cfg, name)
 
         teacher = option("rescore_teacher")
         if teacher and option("latent_candidates") < 2:
@@ -107,15 +108,15 @@ class TranslationVQLatentTask(TranslationTask):
             candidates_from=option("latent_candidates_from"),
             scorer=scorer,
             allow_repeats=bool(option("latent_allow_repeats")),
-            blank_penalty=float(getattr(args, "ctc_blank_penalty", self.cfg.ctc_blank_penalty)),
+            blank_penalty=float(option("ctc_blank_penalty")),
         )
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
         # fairseq logs no BLEU when no hypothesis has a word, and choosing checkpoint_best by
         # BLEU then fails with KeyError 'bleu'. A young CTC decoder emits only blanks.
-        validating = any("_bleu_totals_0" in log for log in logging_outputs)
-        if validating and not sum(log["_bleu_totals_0"] for log in logging_outputs if "_bleu_totals_0" in log) > 0:
+        unigrams = [log["_bleu_totals_0"] for log in logging_outputs if "_bleu_totals_0" in log]
+        if unigrams and not sum(unigrams) > 0:  # validating, and every hypothesis empty
             metrics.log_scalar("bleu", 0.0)
 
     def build_model(self, cfg, from_checkpoint=False):
