@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
-"""Where batch-1 decoding time goes, latent model beside its teacher (issue 9).
+"""Where decoding time goes, latent model beside its teacher (issue 9).
 
     python benchmarks/profile_decoding.py --latent LATENT.pt --teacher TEACHER.pt --data BIN
-        [--subset test] [--sentences 300] [--threads 2] [--out benchmarks/results/profile-multi30k.md]
+        [--subset test] [--sentences 300] [--batch-size 1] [--threads 2]
+        [--out benchmarks/results/profile-multi30k.md]
 
-Decodes the first N sentences of the subset one at a time and times each stage
-with a wall clock (after a warm-up of 10 sentences):
+Decodes the first N sentences of the subset one at a time (or --batch-size at a
+time) and times each stage with a wall clock, after a warm-up of 10 batches; a
+stage's time is its own, without the stages timed inside it:
 
 - latent model: source encoder; prior code search (greedy, the generator's own
-  loop); decompressor + one-shot decoder + output projection (one pass); argmax,
-  the end-of-sentence rule and the hypothesis (post-processing);
-- teacher, greedy: source encoder; fairseq's SequenceGenerator search (decoder
-  steps, output projections and the search's bookkeeping).
+  loop); decompressor + one-shot decoder layers; output projection; the best path
+  (CTC) or argmax with the end rule, and the hypotheses; what is left of the
+  generator's grouping by code count (indexing, reordering the source encoding);
+- teacher, greedy: source encoder; output projections; fairseq's SequenceGenerator
+  search (decoder steps and the search's bookkeeping).
 
-Prints a markdown table (ms per sentence and share of the total) and writes it to
---out. Run it with nothing else on the machine.
+Prints a markdown table (ms per sentence, share of the total, sentences per
+second) and writes it to --out. Run it with nothing else on the machine.
 """
 
 import argparse
@@ -35,91 +38,101 @@ def load(path, data):
     return models[0].eval(), task
 
 
-def sentences(task, subset, n):
-    task.load_dataset(subset)
-    dataset = task.dataset(subset)
-    for i in range(min(n, len(dataset))):
-        sample = dataset.collater([dataset[i]])
-        yield sample
-
-
 class Clock:
-    """Wall-clock seconds per stage, and the sequential decoder steps taken."""
+    """Wall-clock seconds per stage, each stage's own time only: a stage timed inside
+    another (the output projection inside the decoder pass) is taken out of it."""
 
     def __init__(self):
         self.reset()
 
     def reset(self):
         self.total = defaultdict(float)
-        self.steps = 0
+        self.steps = 0  # sequential decoder steps, summed over batches
+        self.batches = 0
+        self.sentences = 0
+        self._inner = []  # per open stage, the seconds its nested stages took
 
     def time(self, name, fn, *args, **kwargs):
+        self._inner.append(0.0)
         t0 = time.perf_counter()
         out = fn(*args, **kwargs)
-        self.total[name] += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.total[name] += seconds - self._inner.pop()
+        if self._inner:
+            self._inner[-1] += seconds
         return out
 
+    def wrap(self, obj, method: str, name: str):
+        """Time every call of obj.method as stage ``name``, wherever it is called from."""
+        inner = getattr(obj, method)
+        setattr(obj, method, lambda *args, **kwargs: self.time(name, inner, *args, **kwargs))
 
-def timed(task, subset, n, warmup):
-    """-> (clock, [(sample, src_tokens, src_lengths)]) over warm-up + n sentences at batch 1;
-    the clock is fresh once the warm-up is over."""
+
+def timed(task, subset, n, warmup, batch_size):
+    """-> (clock, batches): the first n sentences in batches of batch_size (one at a time
+    in file order; larger batches by length, as fairseq-generate orders them). The first
+    ``warmup`` batches are decoded once before the clock starts."""
     clock = Clock()
+    task.load_dataset(subset)
+    dataset = task.dataset(subset)
+    n = min(n, len(dataset))
+    order = list(range(n)) if batch_size == 1 else sorted(range(n), key=lambda i: dataset.num_tokens(i))
+    groups = [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
     def batches():
-        for i, sample in enumerate(sentences(task, subset, n + warmup)):
-            if i == warmup:
+        for k, group in enumerate(groups[:warmup] + groups):
+            if k == min(warmup, len(groups)):
                 clock.reset()
+            sample = dataset.collater([dataset[i] for i in group])
+            clock.sentences += len(group)
+            clock.batches += 1
             yield sample, sample["net_input"]["src_tokens"], sample["net_input"]["src_lengths"]
 
     return clock, batches()
 
 
-def profile_latent(model, task, subset, n, warmup):
+def profile_latent(model, task, subset, n, warmup, batch_size):
     from fairseq_vqlatent.latent_generator import LatentGenerator
 
-    gen = LatentGenerator([model], task.target_dictionary, max_len_a=MAX_LEN_A, max_len_b=MAX_LEN_B)
-    clock, batches = timed(task, subset, n, warmup)
+    gen = LatentGenerator([model], task.target_dictionary, max_len_a=MAX_LEN_A, max_len_b=MAX_LEN_B,
+                          blank_penalty=getattr(task.cfg, "ctc_blank_penalty", 0.0))
+    clock, batches = timed(task, subset, n, warmup, batch_size)
+    clock.wrap(model.encoder, "forward", "encoder")
+    clock.wrap(model, "decode_latents", "decompressor + decoder layers")
+    clock.wrap(model.decoder, "output_layer", "output projection")
+    post = "best path, hypotheses" if model.ctc_blank is not None else "argmax without repeats, end rule, hypotheses"
+    clock.wrap(gen, "hypotheses", post)
     for sample, src, lengths in batches:
         with torch.inference_mode():
-            enc = clock.time("encoder", model.encoder, src, src_lengths=lengths)
+            enc = model.encoder(src, src_lengths=lengths)
             codes, mask = clock.time("prior code search", gen.decode_codes, model, enc, src, lengths)
             clock.steps += codes.size(1) + 1
-
-            def one_pass():
-                return model.decode_latents(model.embed_codes(codes), mask, enc)
-
-            logits, out_mask = clock.time("decompressor + decoder + output projection", one_pass)
-
-            def post():
-                return gen.hypotheses(logits, out_mask, model.compression, model.ctc_blank)
-
-            clock.time("argmax without repeats, end rule, hypothesis", post)
-    return clock.total, clock.steps
+            clock.time("grouping by code count", gen.decode_by_length, model, codes, mask, enc)
+    return clock
 
 
-def profile_teacher(model, task, subset, n, warmup):
+def profile_teacher(model, task, subset, n, warmup, batch_size):
     from fairseq.sequence_generator import SequenceGenerator
 
     search = SequenceGenerator([model], task.target_dictionary, beam_size=1, max_len_a=MAX_LEN_A, max_len_b=MAX_LEN_B)
-    clock, batches = timed(task, subset, n, warmup)
+    clock, batches = timed(task, subset, n, warmup, batch_size)
+    clock.wrap(model.encoder, "forward", "encoder")
+    clock.wrap(model.decoder, "output_layer", "output projection")
     for sample, src, lengths in batches:
         with torch.inference_mode():
-            clock.time("encoder", model.encoder, src, src_lengths=lengths)
-            hyps = clock.time("encoder + greedy search", search._generate, sample)
-            clock.steps += len(hyps[0][0]["tokens"])
-    total = dict(clock.total)
-    total["decoder steps + search bookkeeping"] = total.pop("encoder + greedy search") - total["encoder"]
-    return total, clock.steps
+            hyps = clock.time("decoder steps + search bookkeeping", search._generate, sample)
+            clock.steps += max(len(h[0]["tokens"]) for h in hyps)
+    return clock
 
 
-def table(rows, n):
+def table(clocks) -> str:
     lines = ["| system | stage | ms / sentence | share |", "|---|---|---:|---:|"]
-    for system, (total, steps) in rows.items():
-        whole = sum(total.values())
-        for stage, seconds in total.items():
+    for system, clock in clocks.items():
+        whole, n = sum(clock.total.values()), clock.sentences
+        for stage, seconds in clock.total.items():
             lines.append(f"| {system} | {stage} | {1000 * seconds / n:.2f} | {100 * seconds / whole:.0f}% |")
-        lines.append(f"| {system} | **total** ({steps / n:.1f} sequential steps per sentence) "
-                     f"| **{1000 * whole / n:.2f}** | |")
+        lines.append(f"| {system} | **total** ({clock.steps / clock.batches:.1f} sequential steps per batch; "
+                     f"{n / whole:.1f} sentences / s) | **{1000 * whole / n:.2f}** | |")
     return "\n".join(lines)
 
 
@@ -132,6 +145,8 @@ def main(argv=None) -> int:
     p.add_argument("--sentences", type=int, default=300)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="sentences per batch; above 1 they are batched by length, as fairseq-generate batches them")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     for path in (a.latent, a.teacher, a.data):
@@ -142,14 +157,14 @@ def main(argv=None) -> int:
 
     latent, latent_task = load(a.latent, a.data)
     teacher, teacher_task = load(a.teacher, a.data)
-    rows = {
-        "latent": profile_latent(latent, latent_task, a.subset, a.sentences, a.warmup),
-        "teacher, greedy": profile_teacher(teacher, teacher_task, a.subset, a.sentences, a.warmup),
+    clocks = {
+        "latent": profile_latent(latent, latent_task, a.subset, a.sentences, a.warmup, a.batch_size),
+        "teacher, greedy": profile_teacher(teacher, teacher_task, a.subset, a.sentences, a.warmup, a.batch_size),
     }
-    text = table(rows, a.sentences)
-    header = (f"Batch 1, {a.sentences} sentences of {a.subset}, {a.threads} threads, {torch.__version__}, "
-              f"device cpu; `python benchmarks/profile_decoding.py --latent {a.latent} --teacher {a.teacher} "
-              f"--data {a.data}`\n\n")
+    text = table(clocks)
+    header = (f"Batch {a.batch_size}, {a.sentences} sentences of {a.subset}, {a.threads} threads, "
+              f"{torch.__version__}, device cpu; `python benchmarks/profile_decoding.py --latent {a.latent} "
+              f"--teacher {a.teacher} --data {a.data} --batch-size {a.batch_size}`\n\n")
     print(header + text)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ format, so fairseq-generate and fairseq-interactive print and score them as usua
 """
 
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import torch
 from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
@@ -42,6 +42,9 @@ from torch import Tensor, nn
 from .errors import VQLatentError
 from .modules.ctc import ctc_collapse
 from .teacher_scorer import TeacherScorer
+
+if TYPE_CHECKING:  # imported at run time, it would warn under `python -m fairseq_vqlatent.shortlist`
+    from .shortlist import Shortlist
 
 
 class _PrecomputedEncoder(FairseqEncoder):
@@ -77,6 +80,7 @@ class LatentGenerator(nn.Module):
         scorer: Optional[TeacherScorer] = None,
         allow_repeats: bool = False,
         blank_penalty: float = 0.0,
+        shortlist: Optional["Shortlist"] = None,
     ):
         super().__init__()
         if len(models) != 1:
@@ -95,6 +99,9 @@ class LatentGenerator(nn.Module):
         self.candidates, self.candidates_from, self.scorer = candidates, candidates_from, scorer
         self.allow_repeats = allow_repeats
         self.blank_penalty = blank_penalty
+        if shortlist is not None and self.model.ctc_blank is None:
+            raise VQLatentError("--latent-shortlist needs a CTC output decoder (a model trained with --ctc-upsample)")
+        self.shortlist = shortlist
         self.max_len_a = max_len_a
         self.max_len_b = max_len_b
         # Validation (--eval-bleu) must not stop training over an empty line; the CLIs refuse one.
@@ -126,24 +133,58 @@ class LatentGenerator(nn.Module):
         codes, latent_mask = self.decode_codes(model, encoder_out, src_tokens, src_lengths, each)  # [B * N, L]
         if N > 1:
             encoder_out, src_tokens, src_lengths = each, src_tokens[order], src_lengths[order]
-        z_q = model.embed_codes(codes).to(encoder_out["encoder_out"][0].dtype)
-        logits, out_mask = model.decode_latents(z_q, latent_mask, encoder_out)
-        hyps = self.hypotheses(logits, out_mask, model.compression, model.ctc_blank)
+        hyps = self.decode_by_length(model, codes, latent_mask, encoder_out, src_tokens)
         if N == 1:
             return [[h] for h in hyps]
         if self.scorer is not None:
-            fitness = self.scorer.to(logits).score(src_tokens, src_lengths, [h["tokens"] for h in hyps])
+            scorer = self.scorer.to(encoder_out["encoder_out"][0])
+            fitness = scorer.score(src_tokens, src_lengths, [h["tokens"] for h in hyps])
         else:
             fitness = torch.stack([h["score"] for h in hyps])
         best = fitness.view(-1, N).argmax(1).tolist()
         return [[hyps[b * N + i]] for b, i in enumerate(best)]
 
-    def hypotheses(self, logits: Tensor, out_mask: Tensor, block: int, ctc_blank: Optional[int] = None) -> List[Dict]:
-        """The one-shot decoder's logits [B, T, V] -> one fairseq hypothesis per row."""
+    def decode_by_length(
+        self, model, codes: Tensor, latent_mask: Tensor, encoder_out: dict, src_tokens: Optional[Tensor] = None
+    ) -> List[Dict]:
+        """codes [B, L], latent padding mask [B, L] -> one hypothesis per row, from one
+        decoder pass per code count. A batch padded to its longest code sequence spends
+        about 30% of the decoder's positions on padding (Multi30k test, batch 128), and
+        the decoder's work grows with its positions; a sentence decodes alike alone
+        and in a batch, so grouping changes no output. With a shortlist each group's
+        decoder scores the types its sources [B, S] list."""
+        lengths = (~latent_mask).sum(1)
+        counts = lengths.unique().tolist()
+        hyps: List[Optional[Dict]] = [None] * codes.size(0)
+        dtype = encoder_out["encoder_out"][0].dtype
+        for n in counts:
+            if len(counts) == 1:
+                rows, enc = torch.arange(codes.size(0), device=codes.device), encoder_out
+            else:
+                rows = lengths.eq(n).nonzero().squeeze(1)
+                enc = model.encoder.reorder_encoder_out(encoder_out, rows)
+            vocab = None
+            if self.shortlist is not None:  # the blank, never what is never emitted
+                vocab = self.shortlist.for_sources(
+                    src_tokens[rows], keep=[model.ctc_blank], drop=self.banned + [self.eos]
+                )
+            z_q = model.embed_codes(codes[rows, :n]).to(dtype)
+            logits, out_mask = model.decode_latents(z_q, latent_mask[rows, :n], enc, vocab=vocab)
+            group = self.hypotheses(logits, out_mask, model.compression, model.ctc_blank, vocab)
+            for row, hyp in zip(rows.tolist(), group):
+                hyps[row] = hyp
+        return hyps
+
+    def hypotheses(
+        self, logits: Tensor, out_mask: Tensor, block: int, ctc_blank: Optional[int] = None, vocab: Optional[Tensor] = None
+    ) -> List[Dict]:
+        """The one-shot decoder's logits [B, T, V] -> one fairseq hypothesis per row. CTC
+        models may give the logits of a shortlist's types ``vocab`` [V'] alone (sorted,
+        without the banned types and EOS)."""
         lprobs = torch.log_softmax(logits.float(), -1)
-        lprobs[..., self.banned] = float("-inf")
         if ctc_blank is not None:
-            return self._ctc_hypotheses(lprobs, out_mask, ctc_blank)
+            return self._ctc_hypotheses(lprobs, out_mask, ctc_blank, vocab)
+        lprobs[..., self.banned] = float("-inf")
         lprobs[..., self.eos].masked_fill_(self._eos_banned(out_mask, block), float("-inf"))
         if self.allow_repeats:
             scores, tokens = lprobs.max(-1)  # [B, T]
@@ -155,14 +196,20 @@ class LatentGenerator(nn.Module):
             for b in range(tokens.size(0))
         ]
 
-    def _ctc_hypotheses(self, lprobs: Tensor, out_mask: Tensor, blank: int) -> List[Dict]:
+    def _ctc_hypotheses(self, lprobs: Tensor, out_mask: Tensor, blank: int, vocab: Optional[Tensor]) -> List[Dict]:
         """Best path: the argmax at every position, repeats merged, blanks dropped, then EOS.
-        A CTC decoder never learnt to say EOS (modules/ctc.py), so it may not."""
-        lprobs[..., self.eos] = float("-inf")
-        penalised = lprobs.clone()
-        penalised[..., blank] -= self.blank_penalty  # --ctc-blank-penalty: longer outputs
-        tokens = penalised.argmax(-1)  # [B, T]
-        scores = lprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        A CTC decoder never learnt to say EOS (modules/ctc.py), so it may not. The penalty
+        is taken off again for the scores, in place: at batch 128 a copy of lprobs [B, T, V]
+        cost as much as the argmax."""
+        if vocab is None:
+            lprobs[..., self.banned + [self.eos]] = float("-inf")
+        else:  # columns are the shortlist's types
+            blank = int(torch.searchsorted(vocab, blank))
+        lprobs[..., blank] -= self.blank_penalty  # --ctc-blank-penalty: longer outputs
+        scores, tokens = lprobs.max(-1)  # [B, T]
+        scores += self.blank_penalty * tokens.eq(blank)  # the path's own log-probabilities
+        if vocab is not None:
+            tokens, blank = vocab[tokens], int(vocab[blank])
         hyps = []
         for b in range(tokens.size(0)):
             n = int((~out_mask[b]).sum())

@@ -139,7 +139,7 @@ def bottleneck_config(**overrides):
     cfg = dict(codebook_size=8, num_samples=5, ema_decay=0.9, ema_epsilon=1e-5, commitment_beta=0.25,
                codebook_init="random", dead_code_threshold=0.0, temperature_start=2.0, temperature_end=0.1,
                anneal_updates=100, semhash_noise=1.0, gmvq_gamma=0.7, gmvq_beta=0.3, gmvq_sigma=1.5,
-               fsq_levels="2,2,2", cosine_codes=False, code_dim=0, code_norm="layer")
+               fsq_levels="2,2,2", cosine_codes=False, code_dim=0, code_norm="layer", code_diversity=0.0)
     cfg.update(overrides)
     return SimpleNamespace(**cfg)
 

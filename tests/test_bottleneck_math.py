@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from conftest import make_bottleneck, padded_latents
 from fairseq_vqlatent.errors import VQLatentError
-from fairseq_vqlatent.modules.bottlenecks.gmvq import kl_to_uniform, weighted_distance_logits
+from fairseq_vqlatent.modules.bottlenecks.base import kl_to_uniform
+from fairseq_vqlatent.modules.bottlenecks.gmvq import weighted_distance_logits
 from fairseq_vqlatent.modules.bottlenecks.schedules import geometric_anneal, linear_anneal
 from fairseq_vqlatent.modules.bottlenecks.semhash import bits_to_codes, codes_to_bits, saturating_sigmoid
 
@@ -169,3 +170,24 @@ def test_code_ids_round_trip_through_the_priors_token_space():
     full = torch.log_softmax(logits, -1)
     torch.testing.assert_close(lp[:, :K], full[:, tokens])
     torch.testing.assert_close(lp[:, K], full[:, prior.end_token])
+
+
+@pytest.mark.parametrize("name", ["soft_em", "vq"])
+def test_code_diversity_adds_the_aggregated_posteriors_kl_once_per_latent(name):
+    z, mask = padded_latents()
+    z = z.requires_grad_()
+    plain = make_bottleneck(name, codebook_size=8, codebook_init="random", commitment_beta=0.0).train()
+    spread = make_bottleneck(name, codebook_size=8, codebook_init="random", commitment_beta=0.0,
+                             code_diversity=0.5).train()
+    codebook = spread.codebook.embed.detach().clone()  # before the M-step moves it
+    assert plain.quantize(z, mask).loss == 0.0
+    loss = spread.quantize(z, mask).loss
+    n = int((~mask).sum())
+    q_bar = (-torch.cdist(z.detach()[~mask], codebook) ** 2).softmax(-1).mean(0)
+    expected = 0.5 * n * (q_bar * (q_bar * 8).log()).sum()
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-4)
+    loss.backward()
+    assert z.grad[~mask].abs().sum() > 0 and z.grad[mask].abs().sum() == 0  # the encoder moves, padding not
+    assert spread.codebook.embed.grad is None  # the codebook is the EMA's alone
+    # eval: no term, the codes are the nearest ones
+    assert spread.eval().quantize(z, mask).loss == 0.0

@@ -33,7 +33,7 @@ def fixed_logits_generator(model, task, logits, allow_repeats=True):
     """A generator whose decoder pass returns ``logits`` [1, T, V] for a one-sentence batch."""
     model.eval()
     T = logits.size(1)
-    model.decode_latents = lambda z_q, mask, enc, prev=None: (logits, torch.zeros(1, T, dtype=torch.bool))
+    model.decode_latents = lambda z_q, mask, enc, **unused: (logits, torch.zeros(1, T, dtype=torch.bool))
     return LatentGenerator([model], task.target_dictionary, max_len_a=0, max_len_b=T, allow_repeats=allow_repeats)
 
 
@@ -125,6 +125,51 @@ def test_a_sentence_decodes_alike_alone_and_beside_longer_ones(code_dim):
         enc0 = model.encoder(batch["src_tokens"][:1], src_lengths=batch["src_lengths"][:1])
         alone, _ = model.decode_latents(z_q[:1, :1], mask[:1, :1], enc0)
     torch.testing.assert_close(batched[0, : alone.size(1)], alone[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("ctc_upsample", [0, 2])
+def test_the_decoder_pass_groups_sentences_by_code_count_and_changes_none(ctc_upsample):
+    torch.manual_seed(0)
+    task = toy_task()
+    model = build_tiny_model(task, ctc_upsample=ctc_upsample, decoder_self_attention="full").eval()
+    gen = LatentGenerator([model], task.target_dictionary, max_len_a=0, max_len_b=40)
+    batch = toy_batch(task, [6, 20, 30, 9], src_len=7)
+    codes = torch.tensor([[3, 0, 0], [5, 6, 7], [1, 2, 0], [4, 0, 0]])  # 0 at padding
+    mask = torch.tensor([[False, True, True], [False] * 3, [False, False, True], [False, True, True]])
+    passes = []
+    decode = model.decode_latents
+    model.decode_latents = lambda z_q, m, enc, **kw: passes.append(tuple(z_q.shape[:2])) or decode(z_q, m, enc, **kw)
+    with torch.no_grad():
+        enc = model.encoder(batch["src_tokens"], src_lengths=batch["src_lengths"])
+        together = gen.decode_by_length(model, codes, mask, enc)
+        assert passes == [(2, 1), (1, 2), (1, 3)]  # one pass per code count, no padding latents
+        for b, hyp in enumerate(together):
+            n = int((~mask[b]).sum())
+            enc_b = model.encoder(batch["src_tokens"][b : b + 1], src_lengths=batch["src_lengths"][b : b + 1])
+            alone = gen.decode_by_length(model, codes[b : b + 1, :n], mask[b : b + 1, :n], enc_b)[0]
+            assert hyp["tokens"].tolist() == alone["tokens"].tolist()
+            torch.testing.assert_close(hyp["positional_scores"], alone["positional_scores"], atol=1e-5, rtol=1e-4)
+
+
+def test_ctc_scores_are_the_unpenalised_log_probabilities_of_the_best_path():
+    task = toy_task()
+    d = task.target_dictionary
+    model = build_tiny_model(task, ctc_upsample=2, compress_steps=2).eval()
+    torch.manual_seed(1)
+    logits = torch.randn(2, 6, len(d)) * 3
+    logits[:, :, d.unk()] += 2.0  # the blank often leads, so the penalty matters
+    lprobs = logits.log_softmax(-1)
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    gen = LatentGenerator([model], d, max_len_a=0, max_len_b=8, blank_penalty=1.5)
+    for b, hyp in enumerate(gen.hypotheses(logits.clone(), mask, 4, model.ctc_blank)):
+        penalised = lprobs[b].clone()
+        penalised[:, gen.banned + [d.eos()]] = float("-inf")
+        penalised[:, d.unk()] -= 1.5
+        path = penalised.argmax(-1)
+        expected = [t for i, t in enumerate(path.tolist()) if t != d.unk() and (i == 0 or t != path[i - 1])]
+        assert hyp["tokens"].tolist() == expected + [d.eos()]
+        path_scores = lprobs[b].gather(1, path.unsqueeze(1)).squeeze(1)
+        torch.testing.assert_close(hyp["score"], path_scores.mean())
 
 
 # ------------------------------------------------------------ when the code search stops

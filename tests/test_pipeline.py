@@ -137,6 +137,20 @@ def test_rerun_skips_finished_stages_and_resumes_training(pipeline, tmp_path):
     assert "num_updates 25" in log
 
 
+@pytest.mark.slow
+def test_a_shortlist_from_the_distilled_corpus_decodes_every_test_sentence(pipeline, tmp_path):
+    shortlist = tmp_path / "shortlist.pt"
+    proc = run(["python", "-m", "fairseq_vqlatent.shortlist", pipeline.work / "distilled" / "bin", shortlist,
+                "--top-k", "20", "--frequent", "50"])
+    assert re.search(r"candidates for \d+ source types \(top 20\), 50 frequent types, of \d+ target types", proc.stdout)
+    proc = run(["fairseq-generate", pipeline.work / "data" / "bin", "--user-dir", REPO / "fairseq_vqlatent",
+                "--task", "translation_vqlatent", "--cpu", "--path", pipeline.work / "latent" / "checkpoint_best.pt",
+                "--gen-subset", "test", "--batch-size", "32", "--latent-shortlist", shortlist])
+    assert len([line for line in proc.stdout.splitlines() if line.startswith("H-")]) == EVAL_LINES
+    proc = run(["python", "-m", "fairseq_vqlatent.shortlist", tmp_path, tmp_path / "x.pt"], check=False)
+    assert proc.returncode == 1 and "dict.en.txt does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_collect_hypotheses_checks_ids_and_counts(tmp_path):
     gen = tmp_path / "gen.out"
     gen.write_text("S-1\tsrc\nH-1\t-0.5\tzwei\nH-0\t-0.1\teins\nD-0\t-0.1\teins\nH-2\t-0.3\t\n", encoding="utf-8")

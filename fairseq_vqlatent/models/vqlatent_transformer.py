@@ -93,6 +93,11 @@ class VQLatentTransformerConfig(FairseqDataclass):
     ema_decay: float = field(default=0.999, metadata={"help": "EMA decay of codebook statistics"})
     ema_epsilon: float = field(default=1e-5, metadata={"help": "Laplace smoothing of EMA counts"})
     commitment_beta: float = field(default=0.25, metadata={"help": "weight of the commitment loss"})
+    code_diversity: float = field(
+        default=0.0,
+        metadata={"help": "soft_em, vq: weight of KL(batch-averaged code posterior || uniform), per latent; "
+                          "spreads usage over the codebook (0 = off)"},
+    )
     temperature_start: float = field(default=2.0, metadata={"help": "gumbel, gmvq: Gumbel-softmax temperature at update 0"})
     temperature_end: float = field(default=0.1, metadata={"help": "gumbel, gmvq: temperature from --anneal-updates on"})
     anneal_updates: int = field(
@@ -311,10 +316,16 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         return self.bottleneck.embed_codes(codes)
 
     def decode_latents(
-        self, z_q: Tensor, latent_mask: Tensor, encoder_out: dict, prev_output_tokens: Optional[Tensor] = None
+        self,
+        z_q: Tensor,
+        latent_mask: Tensor,
+        encoder_out: dict,
+        prev_output_tokens: Optional[Tensor] = None,
+        vocab: Optional[Tensor] = None,
     ):
-        """z_q [B, L, D] -> output logits [B, L * 2^n_c (* ctc_upsample), V], their padding mask."""
-        logits, mask, _ = self._decode(z_q, latent_mask, encoder_out, prev_output_tokens)
+        """z_q [B, L, D] -> output logits [B, L * 2^n_c (* ctc_upsample), V], their padding mask;
+        with ``vocab`` (sorted type ids [V'], a shortlist) the logits of those types only."""
+        logits, mask, _ = self._decode(z_q, latent_mask, encoder_out, prev_output_tokens, vocab=vocab)
         return logits, mask
 
     def _decode(
@@ -324,6 +335,7 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         encoder_out: dict,
         prev_output_tokens: Optional[Tensor] = None,
         glance_target: Optional[Tensor] = None,
+        vocab: Optional[Tensor] = None,
     ):
         """decode_latents, and in glancing training (glance_target [B, T]) the mask of the
         positions shown their target word."""
@@ -340,7 +352,7 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         shown = None
         if glance_target is not None:
             x, shown = self._glance(x, mask, encoder_out, glance_target)
-        return self.decoder(x, mask, encoder_out), mask, shown
+        return self.decoder(x, mask, encoder_out, vocab=vocab), mask, shown
 
     def prior_logits(self, codes: Tensor, latent_mask: Tensor, encoder_out: dict) -> Tensor:
         """Teacher-forced prior: codes [B, L] -> logits [B, L + 1, K + nspecial]."""

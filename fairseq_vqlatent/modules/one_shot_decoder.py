@@ -32,16 +32,20 @@ class OneShotDecoder(TransformerDecoderBase):
         padding_mask: Optional[Tensor] = None,
         encoder_out: Optional[dict] = None,
         features_only: bool = False,
+        vocab: Optional[Tensor] = None,
         **unused,
     ):
-        """decoder_input [B, T, D], padding_mask [B, T] -> logits [B, T, V]."""
+        """decoder_input [B, T, D], padding_mask [B, T] -> logits [B, T, V], or [B, T, V'] for
+        the types ``vocab`` [V'] alone (a shortlist: the projection costs V' / V as much)."""
         if not torch.is_floating_point(decoder_input):
             raise VQLatentError(
                 "a vqlatent_transformer decodes in one shot from latent codes, not token by token: "
                 "decode it with --task translation_vqlatent"
             )
         x = self.extract_features(decoder_input, padding_mask, encoder_out)
-        return x if features_only else self.output_layer(x)
+        if features_only:
+            return x
+        return self.output_layer(x) if vocab is None else F.linear(x, self.output_projection.weight[vocab])
 
     def extract_features(self, decoder_input: Tensor, padding_mask: Optional[Tensor], encoder_out: Optional[dict]):
         B, T, _ = decoder_input.shape

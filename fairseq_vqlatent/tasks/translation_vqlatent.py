@@ -46,6 +46,13 @@ class TranslationVQLatentConfig(TranslationConfig):
             "33.01 at 4 on make benchmark-cpu's corpus)"
         },
     )
+    latent_shortlist: str = field(
+        default="",
+        metadata={
+            "help": "CTC models: score only the target types this lexical shortlist lists for a batch's source "
+            "words (build one with python -m fairseq_vqlatent.shortlist); faster, approximate"
+        },
+    )
     latent_candidates: int = field(
         default=1,
         metadata={
@@ -97,6 +104,11 @@ class TranslationVQLatentTask(TranslationTask):
         if teacher and option("latent_candidates") < 2:
             raise VQLatentError("--rescore-teacher chooses among candidates: give --latent-candidates 2 or more")
         scorer = TeacherScorer(teacher, utils.split_paths(self.cfg.data)[0], self.target_dictionary) if teacher else None
+        shortlist = option("latent_shortlist")
+        if shortlist:
+            from ..shortlist import Shortlist  # not at import: `python -m fairseq_vqlatent.shortlist` runs it as __main__
+
+            shortlist = Shortlist.load(shortlist, len(self.source_dictionary), len(self.target_dictionary))
         return LatentGenerator(
             models,
             self.target_dictionary,
@@ -109,6 +121,7 @@ class TranslationVQLatentTask(TranslationTask):
             scorer=scorer,
             allow_repeats=bool(option("latent_allow_repeats")),
             blank_penalty=float(option("ctc_blank_penalty")),
+            shortlist=shortlist or None,
         )
 
     def reduce_metrics(self, logging_outputs, criterion):

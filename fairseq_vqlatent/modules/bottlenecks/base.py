@@ -11,6 +11,7 @@ are rows of a codebook) decorated with :func:`register_bottleneck`; it implement
 arguments; ``from_config`` is the one place that reads fairseq's options.
 """
 
+import math
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, Optional, Type
 
@@ -108,6 +109,12 @@ def scatter_positions(values: Tensor, padding_mask: Tensor, fill: float = 0.0) -
     out = values.new_full((B, L) + values.shape[1:], fill)
     out[~padding_mask] = values
     return out
+
+
+def kl_to_uniform(q_bar: Tensor) -> Tensor:
+    """KL(q_bar || uniform) = sum_k q_k log(K q_k) for an aggregated posterior q_bar [K]:
+    log K when one code takes every latent, 0 when all are used alike."""
+    return (q_bar * (q_bar.clamp_min(1e-12).log() + math.log(q_bar.numel()))).sum()
 
 
 def commitment_loss(z_e: Tensor, target: Tensor) -> Tensor:

@@ -4,13 +4,21 @@ An E-step turns the distances to the codes into responsibilities r [N, K]; the
 decoder receives sum_k r_k e_k through a straight-through estimator; the EMA
 codebook takes the M-step with r. Hard and soft EM differ only in the E-step.
 In eval mode the E-step is the posterior mode, so evaluation is deterministic.
+
+The EMA M-step moves codes towards the encoder outputs they own but never moves
+an encoder output towards a code nobody uses, so usage can collapse onto a few
+codes. ``diversity`` > 0 adds KL(q_bar || uniform) for the batch's aggregated
+posterior q_bar = mean_n softmax(-||z_n - e_k||^2), the E-step's own distribution,
+once per latent: the diversity loss of wav2vec 2.0 (Baevski et al. 2020) and
+gmvq's ALBO term. Its gradient reaches z (the encoder) and not the codebook.
 """
 
 import torch
 from torch import Tensor
 
-from .base import BottleneckOutput, commitment_loss, full_precision, one_hot_float
+from .base import BottleneckOutput, commitment_loss, full_precision, kl_to_uniform, one_hot_float
 from .code_space import code_space_from_config
+from .codebook import squared_distances
 from .codebook_bottleneck import CodebookBottleneck
 from .ema_codebook import EMACodebook
 
@@ -18,14 +26,16 @@ from .ema_codebook import EMACodebook
 class EMBottleneck(CodebookBottleneck):
     codebook: EMACodebook
 
-    def __init__(self, codebook: EMACodebook, commitment_beta: float, **code_space):
+    def __init__(self, codebook: EMACodebook, commitment_beta: float, diversity: float = 0.0, **code_space):
         super().__init__(codebook, **code_space)
         self.beta = commitment_beta
+        self.diversity = diversity
 
     @classmethod
     def from_config(cls, cfg, dim: int) -> "EMBottleneck":
         code_dim, space = code_space_from_config(cfg, dim)
-        return cls(EMACodebook.from_config(cfg, code_dim), cfg.commitment_beta, **space)
+        return cls(EMACodebook.from_config(cfg, code_dim), cfg.commitment_beta,
+                   getattr(cfg, "code_diversity", 0.0), **space)  # checkpoints from before it lack it
 
     def e_step(self, logits: Tensor, codes: Tensor) -> Tensor:
         """Training-time responsibilities r [N, K] from logits -||z - e_k||^2 [N, K]
@@ -40,7 +50,18 @@ class EMBottleneck(CodebookBottleneck):
             codes = logits.argmax(-1)  # [N] nearest code, the posterior mode
             r = self.e_step(logits, codes) if self.training else one_hot_float(codes, self.num_codes)
             e_avg = (r @ self.codebook.embed).to(z.dtype)  # [N, D], before the M-step
-            if self.training:  # the M-step, then re-seeding of the codes it left unused
+        loss = self.beta * commitment_loss(z, e_avg)
+        if self.diversity > 0 and self.training and len(z) > 0:
+            loss = loss + self.diversity * self.diversity_loss(z)
+        if self.training:  # the M-step, then re-seeding of the codes it left unused
+            with torch.no_grad(), full_precision(z):
                 self.codebook.update(r, z, contribute=self.learn_from_batch)
         z_q = z + (e_avg - z).detach()  # straight-through
-        return self.output(z_q, codes, r, self.beta * commitment_loss(z, e_avg), padding_mask)
+        return self.output(z_q, codes, r, loss, padding_mask)
+
+    def diversity_loss(self, z: Tensor) -> Tensor:
+        """z [N, D] -> N * KL(q_bar || uniform), differentiable in z. The codes are copied:
+        the M-step changes them in place before the backward pass."""
+        with full_precision(z):
+            q_bar = (-squared_distances(z, self.codebook.embed.clone())).softmax(-1).mean(0)  # [K]
+        return kl_to_uniform(q_bar) * len(z)

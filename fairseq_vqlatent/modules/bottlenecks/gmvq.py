@@ -18,13 +18,11 @@ Losses follow the package's conventions: squared distances are averaged over
 dimensions and summed over latents, and the KL counts once per latent.
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import BottleneckOutput, full_precision, register_bottleneck
+from .base import BottleneckOutput, full_precision, kl_to_uniform, register_bottleneck
 from .code_space import code_space_from_config
 from .codebook_bottleneck import CodebookBottleneck
 from .learned_codebook import LearnedCodebook
@@ -46,11 +44,6 @@ def adaptive_scale(z_hat: Tensor, mu_c: Tensor, sigma2: float) -> Tensor:
     centres and re-seeded codes are encoder outputs)."""
     sq = (z_hat - mu_c).pow(2).sum(-1, keepdim=True) / (2 * sigma2 * z_hat.size(-1))
     return (sq + 1e-12).sqrt()
-
-
-def kl_to_uniform(q_bar: Tensor) -> Tensor:
-    """KL(q_bar || uniform) = sum_k q_k log(K q_k)."""
-    return (q_bar * (q_bar.clamp_min(1e-12).log() + math.log(q_bar.numel()))).sum()
 
 
 @register_bottleneck("gmvq")
