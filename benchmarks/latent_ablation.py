@@ -45,6 +45,9 @@ ROWS = {  # in the order they run, two at a time
     "cosine codes": (["--cosine-codes"], [], True),
     "fsq (levels 8-5-5-5)": (["--bottleneck", "fsq", "--dead-code-threshold", "0"], [], True),
     "K = 64": (["--codebook-size", "64"], [], True),
+    "code diversity 0.1": (["--code-diversity", "0.1"], [], True),
+    "1-layer prior": (["--prior-layers", "1"], [], True),
+    "shortlist": ([], ["--latent-shortlist", "SHORTLIST"], True),  # decodes the recipe's checkpoint
     "n_c = 2": (["--compress-steps", "2"], [], True),
     "lr 1e-3": (["--lr", "1e-3"], [], True),
     "no label smoothing": (["--label-smoothing", "0"], [], True),
@@ -61,7 +64,7 @@ ROWS = {  # in the order they run, two at a time
     "dropout 0": (["--dropout", "0"], [], True),
 }
 # A CTC decoder merges repeats itself: the repeat rule is the cross-entropy decoder's.
-SHARES_CHECKPOINT = {"greedy stop by argmax": "recipe", "repeats allowed": "no CTC (cross-entropy)"}
+SHARES_CHECKPOINT = {"greedy stop by argmax": "recipe", "repeats allowed": "no CTC (cross-entropy)", "shortlist": "recipe"}
 VALID_BLEU = re.compile(r"\| valid on 'valid' subset \|.*?\| bleu ([\d.]+) \|.*?\| num_updates (\d+)")
 
 
@@ -89,6 +92,14 @@ def train(name: str, base: Path, work: Path, max_update: int) -> Path:
     return out
 
 
+def shortlist(base: Path, work: Path) -> Path:
+    """The lexical shortlist of the shared distilled corpus, built once."""
+    path = work / "shortlist.pt"
+    if not path.exists():
+        sh([sys.executable, "-m", "fairseq_vqlatent.shortlist", base / "distilled" / "bin", path], work / "shortlist.log")
+    return path
+
+
 def measure(name: str, base: Path, work: Path) -> dict:
     out = work / slug(name)
     trained = work / slug(SHARES_CHECKPOINT.get(name, name))
@@ -104,8 +115,9 @@ def measure(name: str, base: Path, work: Path) -> dict:
     # evaluate.sh skips an OUT_DIR it has scored before: a row measured again must not
     # silently get its old test BLEU back.
     shutil.rmtree(out / "eval", ignore_errors=True)
+    decode = [shortlist(base, work) if a == "SHORTLIST" else a for a in ROWS[name][1]]
     sh(["bash", REPO / "scripts" / "evaluate.sh", ckpt, base / "data", out / "eval", "--task", "translation_vqlatent",
-        "--", *MAX_LEN, *ROWS[name][1]], out / "evaluate.log")
+        "--", *MAX_LEN, *decode], out / "evaluate.log")
     test = json.loads((out / "eval" / "result.json").read_text())
     log = (trained / "train.log").read_text()
     curve = [(int(u), float(b)) for b, u in VALID_BLEU.findall(log)]
