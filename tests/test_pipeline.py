@@ -142,7 +142,9 @@ def test_a_shortlist_from_the_distilled_corpus_decodes_every_test_sentence(pipel
     shortlist = tmp_path / "shortlist.pt"
     proc = run(["python", "-m", "fairseq_vqlatent.shortlist", pipeline.work / "distilled" / "bin", shortlist,
                 "--top-k", "20", "--frequent", "50"])
-    assert re.search(r"candidates for \d+ source types \(top 20\), 50 frequent types, of \d+ target types", proc.stdout)
+    # a 20-update teacher's distilled corpus holds few target types: count them, not 50
+    found = re.search(r"candidates for \d+ source types \(top 20\), (\d+) frequent types, of \d+ target types", proc.stdout)
+    assert found and 1 <= int(found.group(1)) <= 50, proc.stdout
     proc = run(["fairseq-generate", pipeline.work / "data" / "bin", "--user-dir", REPO / "fairseq_vqlatent",
                 "--task", "translation_vqlatent", "--cpu", "--path", pipeline.work / "latent" / "checkpoint_best.pt",
                 "--gen-subset", "test", "--batch-size", "32", "--latent-shortlist", shortlist])
