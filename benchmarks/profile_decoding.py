@@ -2,7 +2,7 @@
 """Where decoding time goes, latent model beside its teacher (issue 9).
 
     python benchmarks/profile_decoding.py --latent LATENT.pt --teacher TEACHER.pt --data BIN
-        [--subset test] [--sentences 300] [--batch-size 1] [--threads 2]
+        [--subset test] [--sentences 300] [--batch-size 1] [--threads 2] [--fairseq-layers]
         [--out benchmarks/results/profile-multi30k.md]
 
 Decodes the first N sentences of the subset one at a time (or --batch-size at a
@@ -13,6 +13,9 @@ stage's time is its own, without the stages timed inside it:
   loop); decompressor + one-shot decoder layers; output projection; the best path
   (CTC) or argmax with the end rule, and the hypotheses; what is left of the
   generator's grouping by code count (indexing, reordering the source encoding);
+- with --fairseq-layers, the latent model again through fairseq's own layer
+  modules (the generator's --latent-fairseq-layers): the profile before the lean
+  inference path of modules/lean_transformer.py, in the same run;
 - teacher, greedy: source encoder; output projections; fairseq's SequenceGenerator
   search (decoder steps and the search's bookkeeping).
 
@@ -91,9 +94,13 @@ def timed(task, subset, n, warmup, batch_size):
     return clock, batches()
 
 
-def profile_latent(model, task, subset, n, warmup, batch_size):
+def profile_latent(model, task, subset, n, warmup, batch_size, fairseq_layers=False):
     from fairseq_vqlatent.latent_generator import LatentGenerator
+    from fairseq_vqlatent.modules.lean_transformer import fairseq_layers as fairseq_layers_only
 
+    if fairseq_layers:
+        with fairseq_layers_only():
+            return profile_latent(model, task, subset, n, warmup, batch_size)
     gen = LatentGenerator([model], task.target_dictionary, max_len_a=MAX_LEN_A, max_len_b=MAX_LEN_B,
                           blank_penalty=getattr(task.cfg, "ctc_blank_penalty", 0.0))
     clock, batches = timed(task, subset, n, warmup, batch_size)
@@ -147,6 +154,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=1,
                    help="sentences per batch; above 1 they are batched by length, as fairseq-generate batches them")
+    p.add_argument("--fairseq-layers", action="store_true",
+                   help="also profile the latent model through fairseq's own layer modules")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     for path in (a.latent, a.teacher, a.data):
@@ -157,14 +166,19 @@ def main(argv=None) -> int:
 
     latent, latent_task = load(a.latent, a.data)
     teacher, teacher_task = load(a.teacher, a.data)
-    clocks = {
-        "latent": profile_latent(latent, latent_task, a.subset, a.sentences, a.warmup, a.batch_size),
+    clocks = {"latent": profile_latent(latent, latent_task, a.subset, a.sentences, a.warmup, a.batch_size)}
+    if a.fairseq_layers:  # a model of its own: the clock's wrappers stay on the model they time
+        again, again_task = load(a.latent, a.data)
+        clocks["latent, fairseq layers"] = profile_latent(again, again_task, a.subset, a.sentences, a.warmup,
+                                                          a.batch_size, fairseq_layers=True)
+    clocks.update({
         "teacher, greedy": profile_teacher(teacher, teacher_task, a.subset, a.sentences, a.warmup, a.batch_size),
-    }
+    })
     text = table(clocks)
     header = (f"Batch {a.batch_size}, {a.sentences} sentences of {a.subset}, {a.threads} threads, "
               f"{torch.__version__}, device cpu; `python benchmarks/profile_decoding.py --latent {a.latent} "
-              f"--teacher {a.teacher} --data {a.data} --batch-size {a.batch_size}`\n\n")
+              f"--teacher {a.teacher} --data {a.data} --batch-size {a.batch_size}"
+              f"{' --fairseq-layers' if a.fairseq_layers else ''}`\n\n")
     print(header + text)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)

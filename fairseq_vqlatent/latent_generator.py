@@ -31,6 +31,7 @@ a 300-update model, which then loses more to the brevity penalty than it gains
 format, so fairseq-generate and fairseq-interactive print and score them as usual.
 """
 
+import contextlib
 import math
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
@@ -40,7 +41,8 @@ from fairseq.sequence_generator import SequenceGenerator
 from torch import Tensor, nn
 
 from .errors import VQLatentError
-from .modules.ctc import ctc_collapse
+from .modules import lean_transformer
+from .modules.ctc import ctc_survivors
 from .teacher_scorer import TeacherScorer
 
 if TYPE_CHECKING:  # imported at run time, it would warn under `python -m fairseq_vqlatent.shortlist`
@@ -81,6 +83,8 @@ class LatentGenerator(nn.Module):
         allow_repeats: bool = False,
         blank_penalty: float = 0.0,
         shortlist: Optional["Shortlist"] = None,
+        fairseq_layers: bool = False,
+        bf16: bool = False,
     ):
         super().__init__()
         if len(models) != 1:
@@ -102,6 +106,9 @@ class LatentGenerator(nn.Module):
         if shortlist is not None and self.model.ctc_blank is None:
             raise VQLatentError("--latent-shortlist needs a CTC output decoder (a model trained with --ctc-upsample)")
         self.shortlist = shortlist
+        self.fairseq_layers = fairseq_layers
+        if bf16:
+            cast_for_bf16_inference(self.model)
         self.max_len_a = max_len_a
         self.max_len_b = max_len_b
         # Validation (--eval-bleu) must not stop training over an empty line; the CLIs refuse one.
@@ -118,12 +125,16 @@ class LatentGenerator(nn.Module):
     def generate(self, models, sample, prefix_tokens=None, constraints=None, **unused) -> List[List[Dict]]:
         if prefix_tokens is not None or constraints is not None:
             raise VQLatentError("one-shot latent decoding supports neither --prefix-size nor --constraints")
-        model = models[0] if models else self.model
         net_input = sample["net_input"]
         src_tokens, src_lengths = net_input["src_tokens"], net_input["src_lengths"]
         if not self.allow_empty_sources:
             self._check_sources(sample, src_lengths)
+        with lean_transformer.fairseq_layers() if self.fairseq_layers else contextlib.nullcontext():
+            return self._generate(models[0] if models else self.model, sample)
 
+    def _generate(self, model, sample) -> List[List[Dict]]:
+        net_input = sample["net_input"]
+        src_tokens, src_lengths = net_input["src_tokens"], net_input["src_lengths"]
         encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
         N = self.candidates
         each = encoder_out
@@ -210,15 +221,15 @@ class LatentGenerator(nn.Module):
         scores += self.blank_penalty * tokens.eq(blank)  # the path's own log-probabilities
         if vocab is not None:
             tokens, blank = vocab[tokens], int(vocab[blank])
-        hyps = []
-        for b in range(tokens.size(0)):
-            n = int((~out_mask[b]).sum())
-            keep = tokens.new_tensor(ctc_collapse(tokens[b, :n], blank))
-            words = torch.cat([tokens[b, keep], tokens.new_tensor([self.eos])])
-            # The path's own score: every position counts, blanks and repeats too.
-            path = scores[b, :n]
-            hyps.append(self._fairseq_hypothesis(words, torch.cat([path[keep], path.mean().view(1)]), path.mean()))
-        return hyps
+        # Every row at once: per-row tensor ops cost more than the arithmetic at batch 128.
+        keep = ctc_survivors(tokens, blank) & ~out_mask  # [B, T]
+        counts = keep.sum(1).tolist()
+        means = scores.masked_fill(out_mask, 0.0).sum(1) / (~out_mask).sum(1)  # the path's own score: blanks and repeats count
+        eos = tokens.new_tensor([self.eos])
+        return [
+            self._fairseq_hypothesis(torch.cat([words, eos]), torch.cat([path, mean.view(1)]), mean)
+            for words, path, mean in zip(tokens[keep].split(counts), scores[keep].split(counts), means)
+        ]
 
     @staticmethod
     def _eos_banned(out_mask: Tensor, block: int) -> Tensor:
@@ -236,6 +247,7 @@ class LatentGenerator(nn.Module):
         every sentence repeated N times, when the caller has it already."""
         budget = self.max_latents(int(src_lengths.max()))
         model.check_latent_length(budget)
+        encoder_out, each = (in_dtype_of(model.prior, e) for e in (encoder_out, each))
         N = self.candidates
         if N > 1 and self.candidates_from == "sample":
             B = src_tokens.size(0)
@@ -263,10 +275,13 @@ class LatentGenerator(nn.Module):
         lengths = torch.full((B,), budget, dtype=torch.long, device=device)
         running = torch.ones(B, dtype=torch.bool, device=device)
         state: Dict = {}
+        lean = lean_transformer.IncrementalDecoder(prior, encoder_out, budget) if lean_transformer.supports(prior) else None
         survival = torch.ones(B, device=device)  # P(not stopped before this step), along the path
         for step in range(budget):
-            logits, _ = prior(prev, encoder_out=encoder_out, incremental_state=state)
-            logits = logits[:, -1].float()  # [B, len(code dictionary)]
+            if lean is not None:
+                logits = lean.step(prev[:, -1]).float()  # [B, len(code dictionary)]
+            else:
+                logits = prior(prev, encoder_out=encoder_out, incremental_state=state)[0][:, -1].float()
             token = prior.codes_to_tokens(prior.code_logits(logits).argmax(-1))
             ends = self._stops(logits, end, survival) if step > 0 else torch.zeros_like(running)
             if sample is not None:
@@ -372,3 +387,20 @@ def argmax_without_repeats(lprobs: Tensor, keep: int) -> Tuple[Tensor, Tensor]:
         tokens[:, t] = torch.where(repeat, top.indices[:, t, 1], tokens[:, t])
         scores[:, t] = torch.where(repeat, top.values[:, t, 1], scores[:, t])
     return scores, tokens
+
+
+def cast_for_bf16_inference(model: nn.Module) -> None:
+    """In place, as fairseq-generate's --fp16 casts: the encoder and the decoder pass in
+    bfloat16, the prior in float32. Large matrix products run several times faster in
+    bfloat16 on CPUs with AMX or AVX-512 BF16, but the prior's batch-1 steps are
+    matrix-vector products, which run slower (benchmarks/results/decoding-speed-multi30k.md)."""
+    model.to(torch.bfloat16)
+    model.prior.float()
+
+
+def in_dtype_of(module: nn.Module, encoder_out: Optional[dict]) -> Optional[dict]:
+    """encoder_out with its states in the floating point type of ``module``'s parameters."""
+    dtype = next(module.parameters()).dtype
+    if encoder_out is None or encoder_out["encoder_out"][0].dtype == dtype:
+        return encoder_out
+    return {**encoder_out, "encoder_out": [encoder_out["encoder_out"][0].to(dtype)]}

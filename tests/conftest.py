@@ -13,6 +13,7 @@ import torch
 
 import fairseq_vqlatent  # noqa: F401  (registration)
 from fairseq.data import Dictionary
+from fairseq_vqlatent.criterions.vqlatent_loss import VQLatentLoss
 from fairseq_vqlatent.models.vqlatent_transformer import VQLatentTransformerConfig, VQLatentTransformerModel
 
 # Under pytest-xdist (make test: two workers on two cores) each worker keeps to one
@@ -92,6 +93,23 @@ def toy_batch(task, lengths, src_len: int = 7, seed: int = 0):
     return dict(src_tokens=src, src_lengths=torch.full((B,), src_len), prev_output_tokens=prev, target=target)
 
 
+def trained_prior_model(task, updates=30):
+    """A tiny model whose prior has learnt something: a few optimizer steps on toy data."""
+    torch.manual_seed(0)
+    model = build_tiny_model(task)
+    crit = VQLatentLoss(SimpleNamespace(target_dictionary=task.target_dictionary), 0.0, 1.0, 0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    batch = toy_batch(task, [9, 17, 25, 12], seed=3)
+    net_input = {k: batch[k] for k in ("src_tokens", "src_lengths", "prev_output_tokens")}
+    sample = {"net_input": net_input, "target": batch["target"], "ntokens": 63}
+    for _ in range(updates):
+        loss, size, _ = crit(model, sample)
+        opt.zero_grad()
+        (loss / size).backward()
+        opt.step()
+    return model.eval(), sample
+
+
 def run(cmd, check=True, input=None, timeout=600, env=None):
     """Run a CLI with this interpreter's scripts first on PATH (and `env` added); returns the CompletedProcess."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1", **(env or {}))
@@ -139,7 +157,8 @@ def bottleneck_config(**overrides):
     cfg = dict(codebook_size=8, num_samples=5, ema_decay=0.9, ema_epsilon=1e-5, commitment_beta=0.25,
                codebook_init="random", dead_code_threshold=0.0, temperature_start=2.0, temperature_end=0.1,
                anneal_updates=100, semhash_noise=1.0, gmvq_gamma=0.7, gmvq_beta=0.3, gmvq_sigma=1.5,
-               fsq_levels="2,2,2", cosine_codes=False, code_dim=0, code_norm="layer", code_diversity=0.0)
+               fsq_levels="2,2,2", cosine_codes=False, code_dim=0, code_norm="layer", code_diversity=0.0,
+               code_sharpness=0.0)
     cfg.update(overrides)
     return SimpleNamespace(**cfg)
 

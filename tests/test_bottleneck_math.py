@@ -191,3 +191,24 @@ def test_code_diversity_adds_the_aggregated_posteriors_kl_once_per_latent(name):
     assert spread.codebook.embed.grad is None  # the codebook is the EMA's alone
     # eval: no term, the codes are the nearest ones
     assert spread.eval().quantize(z, mask).loss == 0.0
+
+
+@pytest.mark.parametrize("name", ["soft_em", "vq"])
+def test_code_sharpness_adds_each_latents_posterior_entropy(name):
+    z, mask = padded_latents()
+    z = z.requires_grad_()
+    both = make_bottleneck(name, codebook_size=8, codebook_init="random", commitment_beta=0.0,
+                           code_diversity=0.3, code_sharpness=0.3).train()
+    codebook = both.codebook.embed.detach().clone()  # before the M-step moves it
+    loss = both.quantize(z, mask).loss
+    n = int((~mask).sum())
+    q = (-torch.cdist(z.detach()[~mask], codebook) ** 2).softmax(-1)  # [n, 8]
+    q_bar = q.mean(0)
+    h_bar = -(q_bar * q_bar.log()).sum()
+    h_each = -(q * q.log()).sum(-1).mean()
+    # equal weights: -I(z; c) + log K per latent, the mutual information objective
+    expected = 0.3 * n * (math.log(8) - (h_bar - h_each))
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-4)
+    loss.backward()
+    assert z.grad[~mask].abs().sum() > 0 and z.grad[mask].abs().sum() == 0
+    assert both.codebook.embed.grad is None

@@ -7,10 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import build_tiny_model, toy_batch, toy_task
+from conftest import build_tiny_model, toy_batch, toy_task, trained_prior_model
 from fairseq_vqlatent.criterions.vqlatent_loss import VQLatentLoss, output_targets
 from fairseq_vqlatent import VQLatentError
 from fairseq_vqlatent.latent_generator import LatentGenerator, argmax_without_repeats
+from fairseq_vqlatent.modules.lean_transformer import fairseq_layers
 
 
 def net_input(batch):
@@ -205,7 +206,7 @@ def scripted_search(stop: str, rows_of) -> tuple:
     script_prior(model, rows_of(model))
     gen = LatentGenerator([model], task.target_dictionary, max_len_a=0, max_len_b=80, stop=stop)
     batch = toy_batch(task, [6, 9])
-    with torch.no_grad():
+    with torch.no_grad(), fairseq_layers():  # the script replaces forward, which the lean path skips
         enc = model.encoder(batch["src_tokens"], src_lengths=batch["src_lengths"])
         codes, mask = gen.decode_codes(model, enc, batch["src_tokens"], batch["src_lengths"])
     assert not mask.any()
@@ -223,22 +224,6 @@ def test_the_median_stop_accumulates_the_priors_stop_probabilities(stop, length)
     # (mass runs to the budget of 80 / 8 codes), but after two steps the path has more
     # likely ended than not (0.7 * 0.7 = 0.49 left).
     assert scripted_search(stop, lambda model: scripted_rows(model, 0.3)[:2]) == (2, length)
-
-
-def trained_prior_model(task, updates=30):
-    """A tiny model whose prior has learnt something: a few optimizer steps on toy data."""
-    torch.manual_seed(0)
-    model = build_tiny_model(task)
-    crit = VQLatentLoss(SimpleNamespace(target_dictionary=task.target_dictionary), 0.0, 1.0, 0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    batch = toy_batch(task, [9, 17, 25, 12], seed=3)
-    sample = {"net_input": net_input(batch), "target": batch["target"], "ntokens": 63}
-    for _ in range(updates):
-        loss, size, _ = crit(model, sample)
-        opt.zero_grad()
-        (loss / size).backward()
-        opt.step()
-    return model.eval(), sample
 
 
 def test_greedy_search_gives_fairseqs_codes_under_the_argmax_stop():

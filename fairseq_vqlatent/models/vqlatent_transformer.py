@@ -98,6 +98,11 @@ class VQLatentTransformerConfig(FairseqDataclass):
         metadata={"help": "soft_em, vq: weight of KL(batch-averaged code posterior || uniform), per latent; "
                           "spreads usage over the codebook (0 = off)"},
     )
+    code_sharpness: float = field(
+        default=0.0,
+        metadata={"help": "soft_em, vq: weight of the entropy of each latent's code posterior; with "
+                          "--code-diversity at the same weight, maximises the mutual information of z and codes (0 = off)"},
+    )
     temperature_start: float = field(default=2.0, metadata={"help": "gumbel, gmvq: Gumbel-softmax temperature at update 0"})
     temperature_end: float = field(default=0.1, metadata={"help": "gumbel, gmvq: temperature from --anneal-updates on"})
     anneal_updates: int = field(

@@ -53,12 +53,17 @@ def ctc_loss(
     return (1.0 - epsilon) * nll + epsilon * smooth, nll, int(lattice.lengths.sum())
 
 
-def ctc_collapse(tokens: Tensor, blank: int) -> List[int]:
-    """tokens [T] (one sentence's argmax path) -> indices [i ...] of the positions that
-    survive: the first of each run of equal tokens, blanks dropped."""
+def ctc_survivors(tokens: Tensor, blank: int) -> Tensor:
+    """tokens [..., T] (argmax paths) -> [..., T] True at the positions that survive
+    the collapse: the first of each run of equal tokens, blanks dropped."""
     first = torch.ones_like(tokens, dtype=torch.bool)
-    first[1:] = tokens[1:] != tokens[:-1]
-    return (first & tokens.ne(blank)).nonzero().flatten().tolist()
+    first[..., 1:] = tokens[..., 1:] != tokens[..., :-1]
+    return first & tokens.ne(blank)
+
+
+def ctc_collapse(tokens: Tensor, blank: int) -> List[int]:
+    """tokens [T] (one sentence's argmax path) -> indices [i ...] of the positions that survive."""
+    return ctc_survivors(tokens, blank).nonzero().flatten().tolist()
 
 
 def best_alignment(lprobs: Tensor, padding_mask: Tensor, target: Tensor, blank: int, pad: int, eos: int) -> Tensor:

@@ -10,6 +10,7 @@ from fairseq.models.transformer import TransformerDecoderBase
 from torch import Tensor
 
 from ..errors import VQLatentError
+from . import lean_transformer
 
 
 def output_targets(target: Tensor, output_padding_mask: Tensor, pad: int, eos: int) -> Tensor:
@@ -56,6 +57,8 @@ class OneShotDecoder(TransformerDecoderBase):
             # Positions count non-padding slots, as they do for tokens.
             slots = torch.where(padding_mask, self.padding_idx, self.padding_idx + 1)
             x = x + self.embed_positions(slots)
+        if encoder_out is not None and lean_transformer.supports(self):
+            return self._lean_features(x, padding_mask, encoder_out)
         x = self.dropout_module(x).transpose(0, 1)  # [T, B, D]
 
         enc = encoder_out["encoder_out"][0] if encoder_out is not None else None
@@ -73,3 +76,17 @@ class OneShotDecoder(TransformerDecoderBase):
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return x.transpose(0, 1)  # [B, T, D]
+
+    def _lean_features(self, x: Tensor, padding_mask: Tensor, encoder_out: dict) -> Tensor:
+        """extract_features at inference, through modules/lean_transformer.py: x [B, T, D] -> [B, T, D]."""
+        T = x.size(1)
+        looks = ~padding_mask[:, None, None, :] if padding_mask.any() else None  # [B, 1, 1, T]
+        if self.causal:
+            past = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            looks = past if looks is None else looks & past
+        sources, source_mask = lean_transformer.source_attention_inputs(self.layers, encoder_out)
+        for layer, source in zip(self.layers, sources):
+            x = lean_transformer.decoder_layer(
+                layer, x, lean_transformer.full_self_attention(layer, looks), source, source_mask
+            )
+        return self.layer_norm(x) if self.layer_norm is not None else x

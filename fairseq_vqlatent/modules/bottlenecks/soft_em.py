@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .base import register_bottleneck
 from .code_space import code_space_from_config
-from .em_bottleneck import EMBottleneck
+from .em_bottleneck import EMBottleneck, posterior_weights
 from .ema_codebook import EMACodebook
 
 
@@ -26,16 +26,17 @@ def sample_responsibilities(logits: Tensor, num_samples: int) -> Tensor:
 @register_bottleneck("soft_em")
 class SoftEMBottleneck(EMBottleneck):
     def __init__(
-        self, codebook: EMACodebook, commitment_beta: float, num_samples: int, diversity: float = 0.0, **code_space
+        self, codebook: EMACodebook, commitment_beta: float, num_samples: int, diversity: float = 0.0,
+        sharpness: float = 0.0, **code_space,
     ):
-        super().__init__(codebook, commitment_beta, diversity, **code_space)
+        super().__init__(codebook, commitment_beta, diversity, sharpness, **code_space)
         self.num_samples = num_samples
 
     @classmethod
     def from_config(cls, cfg, dim: int) -> "SoftEMBottleneck":
         code_dim, space = code_space_from_config(cfg, dim)
         return cls(EMACodebook.from_config(cfg, code_dim), cfg.commitment_beta, cfg.num_samples,
-                   getattr(cfg, "code_diversity", 0.0), **space)  # checkpoints from before it lack it
+                   *posterior_weights(cfg), **space)
 
     def e_step(self, logits: Tensor, codes: Tensor) -> Tensor:
         return sample_responsibilities(logits, self.num_samples)
