@@ -2,7 +2,8 @@
 """Where decoding time goes, latent model beside its teacher (issue 9).
 
     python benchmarks/profile_decoding.py --latent LATENT.pt --teacher TEACHER.pt --data BIN
-        [--subset test] [--sentences 300] [--batch-size 1] [--threads 2] [--fairseq-layers]
+        [--subset test] [--sentences 300] [--batch-size 1] [--threads 2] [--rounds R]
+        [--fairseq-layers] [--bf16] [--shortlist FILE]
         [--out benchmarks/results/profile-multi30k.md]
 
 Decodes the first N sentences of the subset one at a time (or --batch-size at a
@@ -16,14 +17,22 @@ stage's time is its own, without the stages timed inside it:
 - with --fairseq-layers, the latent model again through fairseq's own layer
   modules (the generator's --latent-fairseq-layers): the profile before the lean
   inference path of modules/lean_transformer.py, in the same run;
+- with --bf16, the latent model again with --latent-bf16 (encoder and decoder pass in
+  bfloat16, the prior in float32), and the teacher again all in bfloat16;
+- with --shortlist FILE, the latent model again over that lexical shortlist (and with
+  --bf16 also both), its output projection then inside the decoder pass;
 - teacher, greedy: source encoder; output projections; fairseq's SequenceGenerator
   search (decoder steps and the search's bookkeeping).
 
 Prints a markdown table (ms per sentence, share of the total, sentences per
-second) and writes it to --out. Run it with nothing else on the machine.
+second) and writes it to --out. Run it with nothing else on the machine. With
+--rounds R every system is timed R times, the systems in turn, and the table
+shows each system's median round (every round's total is listed): one pass after
+another, the same code measured 20% apart on this 2-core machine.
 """
 
 import argparse
+import contextlib
 import sys
 import time
 from collections import defaultdict
@@ -65,81 +74,95 @@ class Clock:
             self._inner[-1] += seconds
         return out
 
+    def snapshot(self) -> "Clock":
+        copy = Clock()
+        copy.total, copy.steps, copy.batches, copy.sentences = dict(self.total), self.steps, self.batches, self.sentences
+        return copy
+
+    def seconds(self) -> float:
+        return sum(self.total.values())
+
     def wrap(self, obj, method: str, name: str):
         """Time every call of obj.method as stage ``name``, wherever it is called from."""
         inner = getattr(obj, method)
         setattr(obj, method, lambda *args, **kwargs: self.time(name, inner, *args, **kwargs))
 
 
-def timed(task, subset, n, warmup, batch_size):
-    """-> (clock, batches): the first n sentences in batches of batch_size (one at a time
-    in file order; larger batches by length, as fairseq-generate orders them). The first
-    ``warmup`` batches are decoded once before the clock starts."""
-    clock = Clock()
+def batches(clock, task, subset, n, warmup, batch_size):
+    """The first n sentences in batches of batch_size (one at a time in file order;
+    larger batches by length, as fairseq-generate orders them). The first ``warmup``
+    batches are decoded once before the clock is reset."""
     task.load_dataset(subset)
     dataset = task.dataset(subset)
     n = min(n, len(dataset))
     order = list(range(n)) if batch_size == 1 else sorted(range(n), key=lambda i: dataset.num_tokens(i))
     groups = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-    def batches():
-        for k, group in enumerate(groups[:warmup] + groups):
-            if k == min(warmup, len(groups)):
-                clock.reset()
-            sample = dataset.collater([dataset[i] for i in group])
-            clock.sentences += len(group)
-            clock.batches += 1
-            yield sample, sample["net_input"]["src_tokens"], sample["net_input"]["src_lengths"]
-
-    return clock, batches()
+    clock.reset()
+    for k, group in enumerate(groups[:warmup] + groups):
+        if k == min(warmup, len(groups)):
+            clock.reset()
+        sample = dataset.collater([dataset[i] for i in group])
+        clock.sentences += len(group)
+        clock.batches += 1
+        yield sample, sample["net_input"]["src_tokens"], sample["net_input"]["src_lengths"]
 
 
-def profile_latent(model, task, subset, n, warmup, batch_size, fairseq_layers=False):
+def latent_system(model, task, batches_of, fairseq_layers=False, bf16=False, shortlist=None):
+    """-> run(): one timed pass of the latent model's generator over the sentences, its Clock."""
     from fairseq_vqlatent.latent_generator import LatentGenerator
     from fairseq_vqlatent.modules.lean_transformer import fairseq_layers as fairseq_layers_only
 
-    if fairseq_layers:
-        with fairseq_layers_only():
-            return profile_latent(model, task, subset, n, warmup, batch_size)
     gen = LatentGenerator([model], task.target_dictionary, max_len_a=MAX_LEN_A, max_len_b=MAX_LEN_B,
-                          blank_penalty=getattr(task.cfg, "ctc_blank_penalty", 0.0))
-    clock, batches = timed(task, subset, n, warmup, batch_size)
+                          blank_penalty=getattr(task.cfg, "ctc_blank_penalty", 0.0), bf16=bf16, shortlist=shortlist)
+    clock = Clock()
     clock.wrap(model.encoder, "forward", "encoder")
-    clock.wrap(model, "decode_latents", "decompressor + decoder layers")
+    clock.wrap(model, "decode_latents", "decompressor + decoder layers")  # with a shortlist, its projection too
     clock.wrap(model.decoder, "output_layer", "output projection")
     post = "best path, hypotheses" if model.ctc_blank is not None else "argmax without repeats, end rule, hypotheses"
     clock.wrap(gen, "hypotheses", post)
-    for sample, src, lengths in batches:
-        with torch.inference_mode():
-            enc = model.encoder(src, src_lengths=lengths)
-            codes, mask = clock.time("prior code search", gen.decode_codes, model, enc, src, lengths)
-            clock.steps += codes.size(1) + 1
-            clock.time("grouping by code count", gen.decode_by_length, model, codes, mask, enc)
-    return clock
+
+    def run():
+        with fairseq_layers_only() if fairseq_layers else contextlib.nullcontext():
+            for sample, src, lengths in batches_of(clock, task):
+                with torch.inference_mode():
+                    enc = model.encoder(src, src_lengths=lengths)
+                    codes, mask = clock.time("prior code search", gen.decode_codes, model, enc, src, lengths)
+                    clock.steps += codes.size(1) + 1
+                    clock.time("grouping by code count", gen.decode_by_length, model, codes, mask, enc, src)
+        return clock.snapshot()
+
+    return run
 
 
-def profile_teacher(model, task, subset, n, warmup, batch_size):
+def teacher_system(model, task, batches_of):
     from fairseq.sequence_generator import SequenceGenerator
 
     search = SequenceGenerator([model], task.target_dictionary, beam_size=1, max_len_a=MAX_LEN_A, max_len_b=MAX_LEN_B)
-    clock, batches = timed(task, subset, n, warmup, batch_size)
+    clock = Clock()
     clock.wrap(model.encoder, "forward", "encoder")
     clock.wrap(model.decoder, "output_layer", "output projection")
-    for sample, src, lengths in batches:
-        with torch.inference_mode():
-            hyps = clock.time("decoder steps + search bookkeeping", search._generate, sample)
-            clock.steps += max(len(h[0]["tokens"]) for h in hyps)
-    return clock
+
+    def run():
+        for sample, src, lengths in batches_of(clock, task):
+            with torch.inference_mode():
+                hyps = clock.time("decoder steps + search bookkeeping", search._generate, sample)
+                clock.steps += max(len(h[0]["tokens"]) for h in hyps)
+        return clock.snapshot()
+
+    return run
 
 
-def table(clocks) -> str:
+def table(rounds) -> str:
+    """rounds: system -> its Clocks, one per round; each system's median round is shown."""
     lines = ["| system | stage | ms / sentence | share |", "|---|---|---:|---:|"]
-    for system, clock in clocks.items():
-        whole, n = sum(clock.total.values()), clock.sentences
+    for system, clocks in rounds.items():
+        clock = sorted(clocks, key=Clock.seconds)[len(clocks) // 2]
+        whole, n = clock.seconds(), clock.sentences
         for stage, seconds in clock.total.items():
             lines.append(f"| {system} | {stage} | {1000 * seconds / n:.2f} | {100 * seconds / whole:.0f}% |")
+        each = ", ".join(f"{1000 * c.seconds() / c.sentences:.2f}" for c in clocks)
         lines.append(f"| {system} | **total** ({clock.steps / clock.batches:.1f} sequential steps per batch; "
-                     f"{n / whole:.1f} sentences / s) | **{1000 * whole / n:.2f}** | |")
+                     f"{n / whole:.1f} sentences / s; rounds: {each}) | **{1000 * whole / n:.2f}** | |")
     return "\n".join(lines)
 
 
@@ -154,31 +177,55 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=1,
                    help="sentences per batch; above 1 they are batched by length, as fairseq-generate batches them")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="time every system this many times, in turn, and show each one's median round")
     p.add_argument("--fairseq-layers", action="store_true",
                    help="also profile the latent model through fairseq's own layer modules")
+    p.add_argument("--bf16", action="store_true", help="also profile the latent model with --latent-bf16")
+    p.add_argument("--shortlist", type=Path,
+                   help="also profile the latent model over this lexical shortlist (and with --bf16, both)")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
-    for path in (a.latent, a.teacher, a.data):
+    for path in (a.latent, a.teacher, a.data) + ((a.shortlist,) if a.shortlist else ()):
         if not path.exists():
             p.error(f"{path} does not exist")
     torch.set_num_threads(a.threads)
     import fairseq_vqlatent  # noqa: F401  (registration, safe checkpoint loading)
+    from fairseq_vqlatent.shortlist import Shortlist
 
-    latent, latent_task = load(a.latent, a.data)
-    teacher, teacher_task = load(a.teacher, a.data)
-    clocks = {"latent": profile_latent(latent, latent_task, a.subset, a.sentences, a.warmup, a.batch_size)}
-    if a.fairseq_layers:  # a model of its own: the clock's wrappers stay on the model they time
-        again, again_task = load(a.latent, a.data)
-        clocks["latent, fairseq layers"] = profile_latent(again, again_task, a.subset, a.sentences, a.warmup,
-                                                          a.batch_size, fairseq_layers=True)
-    clocks.update({
-        "teacher, greedy": profile_teacher(teacher, teacher_task, a.subset, a.sentences, a.warmup, a.batch_size),
-    })
-    text = table(clocks)
+    def batches_of(clock, task):
+        return batches(clock, task, a.subset, a.sentences, a.warmup, a.batch_size)
+
+    def latent(**variant):  # a model of its own each: the clocks' wrappers stay on the model they time
+        model, task = load(a.latent, a.data)
+        if variant.get("shortlist"):
+            variant["shortlist"] = Shortlist.load(variant["shortlist"], len(task.source_dictionary),
+                                                  len(task.target_dictionary))
+        return latent_system(model, task, batches_of, **variant)
+
+    systems = {"latent": latent()}
+    if a.fairseq_layers:
+        systems["latent, fairseq layers"] = latent(fairseq_layers=True)
+    if a.bf16:
+        systems["latent, bf16"] = latent(bf16=True)
+    if a.shortlist:
+        systems["latent, shortlist"] = latent(shortlist=a.shortlist)
+        if a.bf16:
+            systems["latent, bf16, shortlist"] = latent(bf16=True, shortlist=a.shortlist)
+    systems["teacher, greedy"] = teacher_system(*load(a.teacher, a.data), batches_of)
+    if a.bf16:  # the same cast for the baseline: does bfloat16 speed the teacher up as much?
+        teacher, teacher_task = load(a.teacher, a.data)
+        systems["teacher, greedy, bf16"] = teacher_system(teacher.to(torch.bfloat16), teacher_task, batches_of)
+    rounds = {name: [] for name in systems}
+    for _ in range(a.rounds):  # in turn, so that the machine's drift reaches every system alike
+        for name, run in systems.items():
+            rounds[name].append(run())
+    text = table(rounds)
+    flags = "".join(f" --{f} {v}" for f, v in (("rounds", a.rounds), ("shortlist", a.shortlist)) if v and v != 1)
+    flags += (" --fairseq-layers" if a.fairseq_layers else "") + (" --bf16" if a.bf16 else "")
     header = (f"Batch {a.batch_size}, {a.sentences} sentences of {a.subset}, {a.threads} threads, "
               f"{torch.__version__}, device cpu; `python benchmarks/profile_decoding.py --latent {a.latent} "
-              f"--teacher {a.teacher} --data {a.data} --batch-size {a.batch_size}"
-              f"{' --fairseq-layers' if a.fairseq_layers else ''}`\n\n")
+              f"--teacher {a.teacher} --data {a.data} --sentences {a.sentences} --batch-size {a.batch_size}{flags}`\n\n")
     print(header + text)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
