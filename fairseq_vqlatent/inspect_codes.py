@@ -13,6 +13,9 @@ never reads them. Two more lines show it: the spread of the used codes (their
 mean distance from each other over their mean norm) and the share of output
 tokens that change when every code is replaced by the most frequent one. A
 decoder that reads its codes changes many; a collapsed model changes none.
+For vq and soft_em one more line gives the width of the E-step's posterior
+softmax(-||z - e_k||^2) per latent and the mutual information I(z; c): a
+posterior as wide as hundreds of codes means soft EM samples nearly at random.
 
 With --bleu it also decodes the split twice in one shot: from the prior's codes
 (what users get) and from the target's own codes (an oracle). Equal scores mean
@@ -23,7 +26,9 @@ teacher lies in the one-shot decoder; a higher oracle score points at the prior.
 import argparse
 import collections
 import os
+import math
 import sys
+from typing import Optional, Tuple
 
 import torch
 
@@ -83,6 +88,31 @@ def code_reliance(model, task, split: str, max_tokens: int, counts: torch.Tensor
     return changed / max(total, 1)
 
 
+def posterior_information(model, task, split: str, max_tokens: int) -> Optional[Tuple[float, float]]:
+    """EM bottlenecks (vq, soft_em): -> (E_n[H(q_n)], H(q_bar)) in nats over the split's
+    latents, for the E-step's posterior q(c | z) = softmax(-||z - e_k||^2); their
+    difference is the mutual information I(z; c). None for the other bottlenecks."""
+    from .modules.bottlenecks.em_bottleneck import EMBottleneck
+
+    bottleneck = model.bottleneck
+    if not isinstance(bottleneck, EMBottleneck):
+        return None
+    entropy, q_sum, n = 0.0, 0.0, 0
+    with torch.no_grad():
+        for sample in _batches(model, task, split, max_tokens):
+            net_input = sample["net_input"]
+            encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+            z_e, latent_mask = model.compressor(sample["target"], encoder_out)
+            z = bottleneck.codebook.normalize(bottleneck.project_in(z_e, latent_mask)[~latent_mask]).float()
+            log_q = bottleneck.log_posterior(z, bottleneck.codebook.embed.float())  # [N, K]
+            q = log_q.exp()
+            entropy -= float((q * log_q).sum())
+            q_sum = q_sum + q.sum(0)
+            n += len(z)
+    q_bar = q_sum / max(n, 1)
+    return entropy / max(n, 1), float(-(q_bar * q_bar.clamp_min(1e-12).log()).sum())
+
+
 def code_oracle_bleu(
     model, task, split: str, max_tokens: int, bpe: str, max_len_a: float = 1.2, max_len_b: int = 10,
     blank_penalty: float = 0.0,
@@ -118,7 +148,10 @@ def code_oracle_bleu(
             for k in ("prior codes", "own codes")}
 
 
-def report(counts: torch.Tensor, lengths: collections.Counter, top: int, spread: float, reliance: float) -> str:
+def report(
+    counts: torch.Tensor, lengths: collections.Counter, top: int, spread: float, reliance: float,
+    posterior: Optional[Tuple[float, float]] = None,
+) -> str:
     from .criterions.vqlatent_loss import code_perplexity
 
     total = int(counts.sum())
@@ -129,8 +162,12 @@ def report(counts: torch.Tensor, lengths: collections.Counter, top: int, spread:
         f"distinct codes     {used} of {len(counts)} ({100.0 * used / len(counts):.1f}%)",
         f"code spread        {spread:.3f} (mean distance between used codes / their norm)",
         f"tokens changed     {100.0 * reliance:.1f}% when every code is replaced by the most frequent one",
-        "most frequent codes (code: count, share):",
     ]
+    if posterior is not None:  # soft EM samples among the codes a latent's posterior spreads over
+        each, whole = posterior
+        lines.append(f"code posterior     {each:.2f} nats per latent (as wide as {math.exp(each):.0f} codes alike); "
+                     f"batch-averaged {whole:.2f}; I(z; c) = {whole - each:.2f} nats")
+    lines.append("most frequent codes (code: count, share):")
     values, codes = counts.topk(min(top, len(counts)))
     for c, v in zip(codes.tolist(), values.tolist()):
         if v > 0:
@@ -183,7 +220,8 @@ def main(argv=None) -> None:
     spread = code_spread(model.bottleneck, counts)
     reliance = code_reliance(model, task, args.split, args.max_tokens, counts)
     print(f"{args.checkpoint} on {args.data} [{args.split}], bottleneck {model.cfg.bottleneck}")
-    print(report(counts, lengths, args.top, spread, reliance))
+    posterior = posterior_information(model, task, args.split, args.max_tokens)
+    print(report(counts, lengths, args.top, spread, reliance, posterior))
     if args.bleu:
         scheme_file = os.path.join(args.data, "subword-scheme")
         scheme = open(scheme_file).read().strip() if os.path.exists(scheme_file) else "subword_nmt"

@@ -1,5 +1,6 @@
 """fairseq's own command lines, end to end on a 2,000-pair slice of Multi30k."""
 
+import math
 import re
 import shutil
 
@@ -143,6 +144,9 @@ def test_inspect_codes_reports_codebook_health(trained):
     assert int(re.search(r"latent positions\s+(\d+)", out).group(1)) > 1014
     assert 0.0 <= float(re.search(r"code spread\s+([\d.]+)", out).group(1))
     assert 0.0 <= float(re.search(r"tokens changed\s+([\d.]+)%", out).group(1)) <= 100.0
+    each, whole, info = map(float, re.search(
+        r"code posterior\s+([\d.]+) nats per latent .*batch-averaged ([\d.]+); I\(z; c\) = (-?[\d.]+) nats", out).groups())
+    assert 0.0 <= each <= whole + 0.01 <= math.log(32) + 0.02 and info == pytest.approx(whole - each, abs=0.011)
     for codes in ("prior codes", "own codes"):
         bleu, ratio = re.search(codes + r"\s+([\d.]+)\s+length ratio ([\d.]+)", out).groups()
         assert 0.0 <= float(bleu) <= 100.0 and float(ratio) > 0.0

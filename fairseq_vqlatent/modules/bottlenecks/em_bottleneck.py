@@ -70,12 +70,17 @@ class EMBottleneck(CodebookBottleneck):
         z_q = z + (e_avg - z).detach()  # straight-through
         return self.output(z_q, codes, r, loss, padding_mask)
 
+    def log_posterior(self, z: Tensor, codes: Tensor) -> Tensor:
+        """z [N, d] (normalised) and codes [K, d] -> log q(c | z) = log softmax_k(-||z - e_k||^2) [N, K]:
+        the distribution soft EM samples from."""
+        return (-squared_distances(z, codes)).log_softmax(-1)
+
     def posterior_loss(self, z: Tensor) -> Tensor:
         """z [N, D] -> N * (diversity * KL(q_bar || uniform) + sharpness * mean_n H(q_n)),
         differentiable in z. The codes are copied: the M-step changes them in place
         before the backward pass."""
         with full_precision(z):
-            log_q = (-squared_distances(z, self.codebook.embed.clone())).log_softmax(-1)  # [N, K]
+            log_q = self.log_posterior(z, self.codebook.embed.clone())  # [N, K]
             q = log_q.exp()
             loss = self.diversity * kl_to_uniform(q.mean(0)) - self.sharpness * (q * log_q).sum(-1).mean()
         return loss * len(z)
