@@ -25,8 +25,8 @@ teacher lies in the one-shot decoder; a higher oracle score points at the prior.
 
 import argparse
 import collections
-import os
 import math
+import os
 import sys
 from typing import Optional, Tuple
 
