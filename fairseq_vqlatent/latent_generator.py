@@ -9,8 +9,8 @@ sentence when end-of-latents is more probable than all codes together
 (``stop="mass"``), not merely more probable than the single likeliest code
 (``stop="argmax"``): the prior is trained on soft-EM targets spread over several
 codes, so its mass per code is small and an argmax stop ends sentences early.
-Beam search (--latent-beam > 1) is fairseq's own SequenceGenerator over the prior,
-fed the source encoding computed once here.
+Beam search (--latent-beam > 1) is fairseq's beam search, run on the same
+incremental state (modules/prior_search.py).
 
 Noisy parallel decoding (--latent-candidates N, Gu et al. 2018) decodes N code
 sequences per sentence in the same decoder pass: the greedy path and N - 1
@@ -36,35 +36,16 @@ import math
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import torch
-from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
-from fairseq.sequence_generator import SequenceGenerator
 from torch import Tensor, nn
 
 from .errors import VQLatentError
 from .modules import lean_transformer
 from .modules.ctc import ctc_survivors
+from .modules.prior_search import beam_search, prior_steps
 from .teacher_scorer import TeacherScorer
 
 if TYPE_CHECKING:  # imported at run time, it would warn under `python -m fairseq_vqlatent.shortlist`
     from .shortlist import Shortlist
-
-
-class _PrecomputedEncoder(FairseqEncoder):
-    """Hands the SequenceGenerator an encoder output we already have."""
-
-    def __init__(self, encoder: FairseqEncoder, encoder_out: dict):
-        super().__init__(encoder.dictionary)
-        self.encoder = encoder
-        self.encoder_out = encoder_out
-
-    def forward(self, src_tokens, src_lengths=None, **unused):
-        return self.encoder_out
-
-    def reorder_encoder_out(self, encoder_out, new_order):
-        return self.encoder.reorder_encoder_out(encoder_out, new_order)
-
-    def max_positions(self):
-        return self.encoder.max_positions()
 
 
 class LatentGenerator(nn.Module):
@@ -261,7 +242,7 @@ class LatentGenerator(nn.Module):
             return self.greedy_codes(model, each, budget, sample)
         if self.latent_beam == 1 and N == 1:
             return self.greedy_codes(model, encoder_out, budget)
-        return self.beam_codes(model, encoder_out, src_tokens, src_lengths, budget, nbest=N)
+        return self.beam_codes(model, encoder_out, budget, nbest=N)
 
     def greedy_codes(self, model, encoder_out: dict, budget: int, sample: Optional[Tensor] = None):
         """The prior's greedy path over its incremental state; at least one code each.
@@ -277,14 +258,10 @@ class LatentGenerator(nn.Module):
         prev = torch.full((B, 1), end, dtype=torch.long, device=device)
         lengths = torch.full((B,), budget, dtype=torch.long, device=device)
         running = torch.ones(B, dtype=torch.bool, device=device)
-        state: Dict = {}
-        lean = lean_transformer.IncrementalDecoder(prior, encoder_out, budget) if lean_transformer.supports(prior) else None
+        steps = prior_steps(prior, encoder_out, budget)
         survival = torch.ones(B, device=device)  # P(not stopped before this step), along the path
         for step in range(budget):
-            if lean is not None:
-                logits = lean.step(prev[:, -1]).float()  # [B, len(code dictionary)]
-            else:
-                logits = prior(prev, encoder_out=encoder_out, incremental_state=state)[0][:, -1].float()
+            logits = steps.step(prev[:, -1]).float()  # [B, len(code dictionary)]
             token = prior.codes_to_tokens(prior.code_logits(logits).argmax(-1))
             ends = self._stops(logits, end, survival) if step > 0 else torch.zeros_like(running)
             if sample is not None:
@@ -321,28 +298,20 @@ class LatentGenerator(nn.Module):
             logits[:, eos] = float("-inf")  # a sentence has at least one code
         return torch.softmax(logits, -1)
 
-    def beam_codes(
-        self, model, encoder_out: dict, src_tokens: Tensor, src_lengths: Tensor, budget: int, nbest: int = 1
-    ):
-        prior_model = FairseqEncoderDecoderModel(_PrecomputedEncoder(model.encoder, encoder_out), model.prior)
-        search = SequenceGenerator(
-            [prior_model],
-            model.code_dict,
-            beam_size=max(self.latent_beam, nbest),
-            max_len_a=0,
-            max_len_b=budget,
-            min_len=1,
-        )
-        sample = {"net_input": {"src_tokens": src_tokens, "src_lengths": src_lengths}}
-        # each ends with end-of-latents; a short beam repeats its last hypothesis
-        best = [hyps[min(i, len(hyps) - 1)]["tokens"] for hyps in search._generate(sample) for i in range(nbest)]
-        lengths = [len(t) - 1 for t in best]
-        B, L = len(best), max(lengths)
-        codes = src_tokens.new_zeros(B, L)
-        latent_mask = torch.ones(B, L, dtype=torch.bool, device=src_tokens.device)
-        for b, (t, n) in enumerate(zip(best, lengths)):
-            codes[b, :n] = model.prior.tokens_to_codes(t[:n])
-            latent_mask[b, :n] = False
+    def beam_codes(self, model, encoder_out: dict, budget: int, nbest: int = 1):
+        """-> codes [B * nbest, L], latent padding mask [B * nbest, L]: each sentence's ``nbest``
+        best hypotheses of a beam of max(--latent-beam, nbest) (modules/prior_search.py); a
+        sentence with fewer repeats its last."""
+        prior, k = model.prior, max(self.latent_beam, nbest)
+        B = encoder_out["encoder_out"][0].size(1)
+        device = encoder_out["encoder_out"][0].device
+        each = _repeat_rows(encoder_out, k)
+        hyps = beam_search(prior_steps(prior, each, budget), B, k, budget, prior.end_token, device)
+        best = [h[min(i, len(h) - 1)][0] for h in hyps for i in range(nbest)]
+        lengths = torch.tensor([len(t) for t in best], device=device)
+        latent_mask = torch.arange(int(lengths.max()), device=device).unsqueeze(0) >= lengths.unsqueeze(1)
+        codes = torch.zeros(latent_mask.shape, dtype=torch.long, device=device)
+        codes[~latent_mask] = prior.tokens_to_codes(torch.cat(best))
         return codes, latent_mask
 
     def _hypothesis(self, tokens: Tensor, scores: Tensor, eos_scores: Tensor, length: int) -> Dict:
@@ -407,3 +376,13 @@ def in_dtype_of(module: nn.Module, encoder_out: Optional[dict]) -> Optional[dict
     if encoder_out is None or encoder_out["encoder_out"][0].dtype == dtype:
         return encoder_out
     return {**encoder_out, "encoder_out": [encoder_out["encoder_out"][0].to(dtype)]}
+
+
+def _repeat_rows(encoder_out: dict, n: int) -> dict:
+    """The prior's view of encoder_out with every sentence repeated n times, consecutive."""
+    masks = encoder_out["encoder_padding_mask"]
+    return {
+        **encoder_out,
+        "encoder_out": [encoder_out["encoder_out"][0].repeat_interleave(n, dim=1)],  # [S, B * n, D]
+        "encoder_padding_mask": [masks[0].repeat_interleave(n, dim=0)] if len(masks) > 0 else [],
+    }

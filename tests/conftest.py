@@ -110,6 +110,31 @@ def trained_prior_model(task, updates=30):
     return model.eval(), sample
 
 
+def sequence_generator_codes(model, encoder_out, src_tokens, src_lengths, budget, beam=1, nbest=1):
+    """fairseq's SequenceGenerator over the prior: the codes our own search must give, as
+    prior tokens, nbest per sentence, each without the end-of-latents."""
+    from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
+    from fairseq.sequence_generator import SequenceGenerator
+
+    class Precomputed(FairseqEncoder):
+        def __init__(self):
+            super().__init__(model.encoder.dictionary)
+
+        def forward(self, src_tokens, src_lengths=None, **unused):
+            return encoder_out
+
+        def reorder_encoder_out(self, out, new_order):
+            return model.encoder.reorder_encoder_out(out, new_order)
+
+        def max_positions(self):
+            return model.encoder.max_positions()
+
+    search = SequenceGenerator([FairseqEncoderDecoderModel(Precomputed(), model.prior)], model.code_dict,
+                               beam_size=max(beam, nbest), max_len_a=0, max_len_b=budget, min_len=1)
+    sample = {"net_input": {"src_tokens": src_tokens, "src_lengths": src_lengths}}
+    return [[h["tokens"][:-1] for h in hyps[:nbest]] for hyps in search._generate(sample)]
+
+
 def run(cmd, check=True, input=None, timeout=600, env=None):
     """Run a CLI with this interpreter's scripts first on PATH (and `env` added); returns the CompletedProcess."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1", **(env or {}))

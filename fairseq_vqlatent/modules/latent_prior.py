@@ -2,8 +2,8 @@
 
 Its vocabulary is a fairseq Dictionary of the K codes plus the usual specials;
 EOS is the end-of-latents symbol, so the prior decides how many codes (hence how
-long a translation) to emit. Being a regular incremental decoder, it decodes
-with fairseq's SequenceGenerator and keeps incremental state.
+long a translation) to emit. It is a regular incremental decoder: fairseq's
+SequenceGenerator can search it, and modules/prior_search.py does so at inference.
 
 Code ids live in three spaces, and this class is the one place that converts:
 

@@ -179,6 +179,13 @@ class IncrementalDecoder:
         self.t += 1
         return d.output_layer(x[:, 0])
 
+    def reorder(self, rows: Tensor) -> None:
+        """Keep the rows ``rows`` [B'] of the caches and sources, in that order (beam search)."""
+        self.caches = [cache.index_select(1, rows) for cache in self.caches]
+        self.sources = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.sources]
+        if self.source_mask is not None:
+            self.source_mask = self.source_mask.index_select(0, rows)
+
     @staticmethod
     def _cached_attention(layer: nn.Module, cache: Tensor, t: int) -> Callable[[Tensor], Tensor]:
         def f(h: Tensor) -> Tensor:
