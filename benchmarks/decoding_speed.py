@@ -4,7 +4,7 @@ greedy in CTranslate2, float32 and int8) beside the latent model with noisy
 parallel decoding of N candidates (issue 9).
 
     python benchmarks/decoding_speed.py --work WORK [--candidates 1,4,8] [--throughput-batch 128]
-        [--shortlist] [--bf16] [--shallow-teacher CKPT] [--out benchmarks/results/decoding-speed-multi30k.md]
+        [--shortlist] [--bf16] [--code-beams 4] [--shallow-teacher CKPT] [--out benchmarks/results/decoding-speed-multi30k.md]
 
 WORK is a pipeline work directory (scripts/pipeline.sh multi30k): its latent
 checkpoint, teacher and data. For each N, the latent model decodes test with
@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     p.add_argument("--bf16", action="store_true",
                    help="add rows: the latent model with --latent-bf16 (encoder and decoder pass in bfloat16), "
                         "alone and with the shortlist")
+    p.add_argument("--code-beams", default="",
+                   help="comma-separated beam sizes of the code search (--latent-beam) to add as rows, e.g. 4")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "decoding-speed-multi30k.md")
     a = p.parse_args(argv)
     latent, teacher = a.work / "latent" / "checkpoint_best.pt", a.work / "teacher" / "checkpoint_best.pt"
@@ -76,6 +78,9 @@ def main(argv=None) -> int:
             rows.append((name, (n, chooser), evaluate(latent, data, out, "translation_vqlatent", B,
                                                       ["--latent-candidates", str(n), *MAX_LEN, *extra])))
 
+    for k in [int(x) for x in a.code_beams.split(",") if x]:
+        rows.append((f"latent, code beam {k}", None, evaluate(
+            latent, data, runs / f"code-beam{k}", "translation_vqlatent", B, ["--latent-beam", str(k), *MAX_LEN])))
     if a.shortlist:
         listed = runs / "shortlist.pt"
         if not listed.exists():
@@ -102,6 +107,7 @@ def main(argv=None) -> int:
     text = "\n".join(lines)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     flags = (" --shortlist" if a.shortlist else "") + (" --bf16" if a.bf16 else "")
+    flags += f" --code-beams {a.code_beams}" if a.code_beams else ""
     a.out.write_text(f"`python benchmarks/decoding_speed.py --work {a.work} --candidates {a.candidates}{flags}`; test_2016_flickr, "
                      f"{greedy['sentences']} sentences, {greedy['device']}\n\n{text}\n")
     print(text)
@@ -120,7 +126,7 @@ def main(argv=None) -> int:
             ax.annotate(f"N={n}", (r["ms_per_sentence"], r["bleu"]), fontsize=8)
     ax.scatter([greedy["ms_per_sentence"]], [greedy["bleu"]], marker="*", s=120, color="k", label="teacher, greedy")
     for name, _, r in rows:
-        if "CTranslate2" in name or "shortlist" in name or "bf16" in name:
+        if "CTranslate2" in name or "shortlist" in name or "bf16" in name or "code beam" in name:
             ax.scatter([r["ms_per_sentence"]], [r["bleu"]], marker="^", s=60, label=name)
     ax.set_xlabel("ms / sentence (batch 1, CPU)")
     ax.set_ylabel("sacreBLEU test_2016_flickr")
