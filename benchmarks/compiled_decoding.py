@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
 """Does torch.compile speed up one-shot decoding on CPU? (issue 9, the compiled path)
 
-    python benchmarks/compiled_decoding.py --work WORK [--sentences 200] [--threads 1] [--prior]
+    python benchmarks/compiled_decoding.py --work WORK [--sentences 200] [--threads 1] [--rounds 3] [--prior]
 
 Decodes the first --sentences of test at batch size 1 with LatentGenerator, eagerly
 and then with the encoder, the decompressor and the one-shot decoder wrapped in
-torch.compile(dynamic=True) (inductor, C++ kernels), in the same process, and
-prints ms per sentence for both, the compile time, and whether every output is
+torch.compile(dynamic=True) (inductor, C++ kernels), in the same process, in
+turn for --rounds rounds, and prints the median ms per sentence of each, the compile time, and whether every output is
 identical. With --prior the lean path's prior step (IncrementalDecoder.step) is
 compiled as well. Run it with nothing else on the machine.
 """
 
 import argparse
+import copy
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,6 +34,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, required=True, help="pipeline work dir (latent/, distilled/bin)")
     p.add_argument("--sentences", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3, help="eager and compiled timed in turn, medians reported")
     p.add_argument("--prior", action="store_true", help="compile the prior's lean step too")
     a = p.parse_args(argv)
     ckpt, data = a.work / "latent" / "checkpoint_best.pt", a.work / "distilled" / "bin"
@@ -51,22 +54,37 @@ def main(argv=None) -> int:
     dataset = task.dataset("test")
     batches = [dataset.collater([dataset[i]]) for i in range(min(a.sentences, len(dataset)))]
     generator = LatentGenerator([model], task.target_dictionary, max_len_a=MAX_LEN_A, max_len_b=MAX_LEN_B)
-    with torch.inference_mode():
-        decode_all(generator, model, batches[:20])  # warm-up
-        eager_ms, eager = decode_all(generator, model, batches)
-        for part in ("encoder", "decompressor", "decoder"):
-            setattr(model, part, torch.compile(getattr(model, part), dynamic=True))
-        if a.prior:  # the lean path's prior step is plain tensor code, which dynamo can trace
-            from fairseq_vqlatent.modules import lean_transformer
+    from fairseq_vqlatent.modules import lean_transformer
 
-            lean_transformer.IncrementalDecoder.step = torch.compile(lean_transformer.IncrementalDecoder.step,
-                                                                     dynamic=True)
+    eager_step = lean_transformer.IncrementalDecoder.step
+    compiled_step = torch.compile(eager_step, dynamic=True) if a.prior else eager_step
+    compiled_model = copy.deepcopy(model)
+    for part in ("encoder", "decompressor", "decoder"):
+        setattr(compiled_model, part, torch.compile(getattr(compiled_model, part), dynamic=True))
+
+    def decode(compiled: bool, subset):
+        # the prior's lean step is plain tensor code, which dynamo can trace (--prior)
+        lean_transformer.IncrementalDecoder.step = compiled_step if compiled else eager_step
+        return decode_all(generator, compiled_model if compiled else model, subset)
+
+    with torch.inference_mode():
+        decode(False, batches[:20])  # warm-up
         started = time.perf_counter()
-        decode_all(generator, model, batches[:20])  # compiles
+        decode(True, batches[:20])  # compiles
         compile_s = time.perf_counter() - started
-        compiled_ms, compiled = decode_all(generator, model, batches)
+        times = {False: [], True: []}
+        for _ in range(a.rounds):  # in turn: this machine's speed drifts within minutes
+            for compiled in (False, True):
+                ms, outputs = decode(compiled, batches)
+                times[compiled].append(ms)
+                if compiled:
+                    compiled_out = outputs
+                else:
+                    eager = outputs
+        eager_ms, compiled_ms = (statistics.median(times[c]) for c in (False, True))
+        compiled = compiled_out
     same = sum(x == y for x, y in zip(eager, compiled))
-    print(f"`python benchmarks/compiled_decoding.py --work {a.work} --sentences {len(batches)} --threads {a.threads}{' --prior' if a.prior else ''}`\n")
+    print(f"`python benchmarks/compiled_decoding.py --work {a.work} --sentences {len(batches)} --threads {a.threads} --rounds {a.rounds}{' --prior' if a.prior else ''}`\n")
     print("| path | ms / sentence (batch 1) | vs eager |\n|---|---:|---:|")
     print(f"| eager | {eager_ms:.2f} | 1.00x |")
     parts = "encoder, decompressor, decoder" + (", prior step" if a.prior else "")
