@@ -118,14 +118,12 @@ class LatentGenerator(nn.Module):
         src_tokens, src_lengths = net_input["src_tokens"], net_input["src_lengths"]
         encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
         N = self.candidates
-        each = encoder_out
+        each, sources = encoder_out, src_tokens
         if N > 1:  # every sentence's candidates side by side, for the search and the decoder pass
             order = torch.arange(src_tokens.size(0), device=src_tokens.device).repeat_interleave(N)
-            each = model.encoder.reorder_encoder_out(encoder_out, order)
+            each, sources = model.encoder.reorder_encoder_out(encoder_out, order), src_tokens[order]
         codes, latent_mask = self.decode_codes(model, encoder_out, src_tokens, src_lengths, each)  # [B * N, L]
-        if N > 1:
-            encoder_out, src_tokens, src_lengths = each, src_tokens[order], src_lengths[order]
-        hyps = self.decode_by_length(model, codes, latent_mask, encoder_out, src_tokens)
+        hyps = self.decode_by_length(model, codes, latent_mask, each, sources)
         if N == 1:
             return [[h] for h in hyps]
         if self.scorer is not None:

@@ -12,13 +12,19 @@ from typing import List
 
 import torch
 from fairseq import checkpoint_utils
-from torch import Tensor
+from torch import Tensor, nn
 
 from .errors import VQLatentError
 
 
 class TeacherScorer:
-    def __init__(self, path: str, data: str, tgt_dict):
+    def __init__(self, model: nn.Module, tgt_dict):
+        self.model = model.eval()
+        self.pad, self.eos = tgt_dict.pad(), tgt_dict.eos()
+
+    @classmethod
+    def load(cls, path: str, data: str, tgt_dict) -> "TeacherScorer":
+        """The teacher checkpoint at ``path``, refused with one line if it cannot rescore this data."""
         if not os.path.isfile(path):
             raise VQLatentError(f"--rescore-teacher: checkpoint {path} does not exist")
         from .models.vqlatent_transformer import is_vqlatent_model
@@ -27,16 +33,16 @@ class TeacherScorer:
             models, _ = checkpoint_utils.load_model_ensemble([path], arg_overrides={"data": data})
         except (RuntimeError, EOFError, OSError) as e:  # truncated or not a checkpoint at all
             raise VQLatentError(f"--rescore-teacher: cannot load {path}: {str(e).splitlines()[0]}") from None
-        self.model = models[0].eval()
-        if is_vqlatent_model(self.model):
+        model = models[0]
+        if is_vqlatent_model(model):
             raise VQLatentError(f"--rescore-teacher: {path} is a latent model; rescoring needs the autoregressive teacher")
-        teacher_vocab = len(self.model.decoder.dictionary)
+        teacher_vocab = len(model.decoder.dictionary)
         if teacher_vocab != len(tgt_dict):
             raise VQLatentError(
                 f"--rescore-teacher: {path} has a target dictionary of {teacher_vocab} types, this data "
                 f"{len(tgt_dict)}: rescore with the teacher whose data the latent model was trained on"
             )
-        self.pad, self.eos = tgt_dict.pad(), tgt_dict.eos()
+        return cls(model, tgt_dict)
 
     def to(self, like: Tensor) -> "TeacherScorer":
         """Follow the latent model's device and float type."""
@@ -45,14 +51,22 @@ class TeacherScorer:
 
     @torch.no_grad()
     def score(self, src_tokens: Tensor, src_lengths: Tensor, hypotheses: List[Tensor]) -> Tensor:
-        """src [N, S], hypotheses: N token tensors ending in EOS -> [N] mean log-prob per token."""
+        """src [B, S], hypotheses: B * N token tensors ending in EOS, each sentence's N in a row
+        -> [B * N] mean log-prob per token. Each source is encoded once for its N candidates."""
+        B = src_tokens.size(0)
+        N = len(hypotheses) // B
         T = max(len(h) for h in hypotheses)
-        target = src_tokens.new_full((len(hypotheses), T), self.pad)
+        target = src_tokens.new_full((B * N, T), self.pad)
         for i, h in enumerate(hypotheses):
             target[i, : len(h)] = h
-        prev = torch.cat([target.new_full((len(hypotheses), 1), self.eos), target[:, :-1]], 1)
+        prev = torch.cat([target.new_full((B * N, 1), self.eos), target[:, :-1]], 1)
         prev = prev.masked_fill(target.eq(self.pad), self.pad)
-        logits, _ = self.model(src_tokens, src_lengths, prev)
-        lprobs = torch.log_softmax(logits.float(), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)  # [N, T]
+        encoder = self.model.encoder
+        encoder_out = encoder(src_tokens, src_lengths=src_lengths)
+        if N > 1:
+            encoder_out = encoder.reorder_encoder_out(encoder_out, torch.arange(B, device=prev.device).repeat_interleave(N))
+        logits, _ = self.model.decoder(prev, encoder_out=encoder_out)  # [B * N, T, V]
+        # log p(target) = its logit - log Z: no normalised [B * N, T, V] copy
+        lprobs = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1).float() - torch.logsumexp(logits.float(), -1)
         real = target.ne(self.pad)
         return (lprobs * real).sum(1) / real.sum(1)

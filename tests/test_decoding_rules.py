@@ -12,6 +12,7 @@ from fairseq_vqlatent.criterions.vqlatent_loss import VQLatentLoss, output_targe
 from fairseq_vqlatent import VQLatentError
 from fairseq_vqlatent.latent_generator import LatentGenerator, argmax_without_repeats
 from fairseq_vqlatent.modules.lean_transformer import fairseq_layers
+from fairseq_vqlatent.teacher_scorer import TeacherScorer
 
 
 def net_input(batch):
@@ -276,7 +277,7 @@ def test_a_scorer_chooses_the_candidate():
             return self
 
         def score(self, src_tokens, src_lengths, hypotheses):
-            assert src_tokens.size(0) == len(hypotheses)  # sources repeated per candidate
+            assert 4 * src_tokens.size(0) == len(hypotheses)  # each source once, for its 4 candidates
             self.seen = hypotheses
             return torch.tensor([float(len(h)) for h in hypotheses])
 
@@ -290,6 +291,40 @@ def test_a_scorer_chooses_the_candidate():
         candidates = scorer.seen[4 * b : 4 * b + 4]
         assert len(chosen) == max(len(c) for c in candidates)
         assert any(torch.equal(chosen, c) for c in candidates)
+
+
+def tiny_teacher_model(task):
+    from argparse import Namespace
+
+    from fairseq.models.transformer import TransformerModel, base_architecture
+
+    args = Namespace(encoder_layers=1, decoder_layers=1, encoder_embed_dim=16, decoder_embed_dim=16,
+                     encoder_ffn_embed_dim=32, decoder_ffn_embed_dim=32, encoder_attention_heads=2,
+                     decoder_attention_heads=2, share_all_embeddings=True, max_source_positions=64,
+                     max_target_positions=64)
+    base_architecture(args)
+    torch.manual_seed(2)
+    return TransformerModel.build_model(args, task).eval()
+
+
+def test_the_teacher_scores_each_candidate_by_its_mean_token_log_probability():
+    """Sources encoded once for their candidates give each candidate's own forward-pass score."""
+    task = toy_task()
+    teacher = tiny_teacher_model(task)
+    d = task.target_dictionary
+    batch = toy_batch(task, [4, 6], src_len=7, seed=5)
+    src, lengths = batch["src_tokens"], batch["src_lengths"]
+    gen = torch.Generator().manual_seed(0)
+    hyps = [torch.cat([torch.randint(d.nspecial, len(d), (n,), generator=gen), torch.tensor([d.eos()])])
+            for n in (3, 5, 1, 4, 2, 6)]  # 3 candidates for each of 2 sentences
+    scores = TeacherScorer(teacher, d).score(src, lengths, hyps)
+    for i, h in enumerate(hyps):
+        b = i // 3
+        prev = torch.cat([torch.tensor([d.eos()]), h[:-1]]).unsqueeze(0)
+        with torch.no_grad():
+            logits, _ = teacher(src[b : b + 1], lengths[b : b + 1], prev)
+        expected = torch.log_softmax(logits[0], -1).gather(1, h.unsqueeze(1)).mean()
+        assert float(scores[i]) == pytest.approx(float(expected), abs=1e-5)
 
 
 def test_bad_candidate_options_are_refused():

@@ -117,7 +117,7 @@ class TranslationVQLatentTask(TranslationTask):
         teacher = option("rescore_teacher")
         if teacher and option("latent_candidates") < 2:
             raise VQLatentError("--rescore-teacher chooses among candidates: give --latent-candidates 2 or more")
-        scorer = TeacherScorer(teacher, utils.split_paths(self.cfg.data)[0], self.target_dictionary) if teacher else None
+        scorer = TeacherScorer.load(teacher, utils.split_paths(self.cfg.data)[0], self.target_dictionary) if teacher else None
         shortlist = option("latent_shortlist")
         if shortlist:
             from ..shortlist import Shortlist  # not at import: `python -m fairseq_vqlatent.shortlist` runs it as __main__
