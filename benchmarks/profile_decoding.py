@@ -3,7 +3,7 @@
 
     python benchmarks/profile_decoding.py --latent LATENT.pt --teacher TEACHER.pt --data BIN
         [--subset test] [--sentences 300] [--batch-size 1] [--threads 2] [--rounds R]
-        [--fairseq-layers] [--bf16] [--shortlist FILE]
+        [--fairseq-layers] [--bf16] [--shortlist FILE] [--candidates N]
         [--out benchmarks/results/profile-multi30k.md]
 
 Decodes the first N sentences of the subset one at a time (or --batch-size at a
@@ -13,7 +13,8 @@ stage's time is its own, without the stages timed inside it:
 - latent model: source encoder; prior code search (greedy, the generator's own
   loop); decompressor + one-shot decoder layers; output projection; the best path
   (CTC) or argmax with the end rule, and the hypotheses; what is left of the
-  generator's grouping by code count (indexing, reordering the source encoding);
+  generator's grouping by code count (indexing, reordering the source encoding)
+  and of the generator itself;
 - with --fairseq-layers, the latent model again through fairseq's own layer
   modules (the generator's --latent-fairseq-layers): the profile before the lean
   inference path of modules/lean_transformer.py, in the same run;
@@ -21,6 +22,9 @@ stage's time is its own, without the stages timed inside it:
   bfloat16, the prior in float32), and the teacher again all in bfloat16;
 - with --shortlist FILE, the latent model again over that lexical shortlist (and with
   --bf16 also both), its output projection then inside the decoder pass;
+- with --candidates N, the latent model with noisy parallel decoding: N code
+  sequences sampled from the prior, one decoder pass, the teacher's rescoring
+  (--latent-candidates N --rescore-teacher TEACHER);
 - teacher, greedy: source encoder; output projections; fairseq's SequenceGenerator
   search (decoder steps and the search's bookkeeping).
 
@@ -32,7 +36,6 @@ another, the same code measured 20% apart on this 2-core machine.
 """
 
 import argparse
-import contextlib
 import sys
 import time
 from collections import defaultdict
@@ -107,28 +110,37 @@ def batches(clock, task, subset, n, warmup, batch_size):
         yield sample, sample["net_input"]["src_tokens"], sample["net_input"]["src_lengths"]
 
 
-def latent_system(model, task, batches_of, fairseq_layers=False, bf16=False, shortlist=None):
+def latent_system(model, task, batches_of, fairseq_layers=False, bf16=False, shortlist=None, candidates=1,
+                  scorer=None):
     """-> run(): one timed pass of the latent model's generator over the sentences, its Clock."""
     from fairseq_vqlatent.latent_generator import LatentGenerator
-    from fairseq_vqlatent.modules.lean_transformer import fairseq_layers as fairseq_layers_only
 
     gen = LatentGenerator([model], task.target_dictionary, max_len_a=MAX_LEN_A, max_len_b=MAX_LEN_B,
-                          blank_penalty=getattr(task.cfg, "ctc_blank_penalty", 0.0), bf16=bf16, shortlist=shortlist)
+                          blank_penalty=getattr(task.cfg, "ctc_blank_penalty", 0.0), bf16=bf16, shortlist=shortlist,
+                          fairseq_layers=fairseq_layers, candidates=candidates, scorer=scorer)
     clock = Clock()
+    clock.wrap(gen, "_generate", "the rest of the generator (candidates: choosing one)")
     clock.wrap(model.encoder, "forward", "encoder")
+    search = gen.decode_codes
+
+    def timed_search(*args, **kwargs):
+        codes, mask = clock.time("prior code search", search, *args, **kwargs)
+        clock.steps += codes.size(1) + 1
+        return codes, mask
+
+    gen.decode_codes = timed_search
+    clock.wrap(gen, "decode_by_length", "grouping by code count")
     clock.wrap(model, "decode_latents", "decompressor + decoder layers")  # with a shortlist, its projection too
     clock.wrap(model.decoder, "output_layer", "output projection")
     post = "best path, hypotheses" if model.ctc_blank is not None else "argmax without repeats, end rule, hypotheses"
     clock.wrap(gen, "hypotheses", post)
+    if scorer is not None:
+        clock.wrap(scorer, "score", "teacher rescoring")
 
     def run():
-        with fairseq_layers_only() if fairseq_layers else contextlib.nullcontext():
-            for sample, src, lengths in batches_of(clock, task):
-                with torch.inference_mode():
-                    enc = model.encoder(src, src_lengths=lengths)
-                    codes, mask = clock.time("prior code search", gen.decode_codes, model, enc, src, lengths)
-                    clock.steps += codes.size(1) + 1
-                    clock.time("grouping by code count", gen.decode_by_length, model, codes, mask, enc, src)
+        for sample, src, lengths in batches_of(clock, task):
+            with torch.inference_mode():
+                gen.generate([model], sample)
         return clock.snapshot()
 
     return run
@@ -184,6 +196,8 @@ def main(argv=None) -> int:
     p.add_argument("--bf16", action="store_true", help="also profile the latent model with --latent-bf16")
     p.add_argument("--shortlist", type=Path,
                    help="also profile the latent model over this lexical shortlist (and with --bf16, both)")
+    p.add_argument("--candidates", type=int, default=1,
+                   help="also profile noisy parallel decoding of this many candidates, rescored by the teacher")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     for path in (a.latent, a.teacher, a.data) + ((a.shortlist,) if a.shortlist else ()):
@@ -212,6 +226,13 @@ def main(argv=None) -> int:
         systems["latent, shortlist"] = latent(shortlist=a.shortlist)
         if a.bf16:
             systems["latent, bf16, shortlist"] = latent(bf16=True, shortlist=a.shortlist)
+    if a.candidates > 1:
+        from fairseq_vqlatent.teacher_scorer import TeacherScorer
+
+        model, task = load(a.latent, a.data)
+        scorer = TeacherScorer.load(str(a.teacher), str(a.data), task.target_dictionary)
+        systems[f"latent, {a.candidates} candidates, teacher rescoring"] = latent_system(
+            model, task, batches_of, candidates=a.candidates, scorer=scorer)
     systems["teacher, greedy"] = teacher_system(*load(a.teacher, a.data), batches_of)
     if a.bf16:  # the same cast for the baseline: does bfloat16 speed the teacher up as much?
         teacher, teacher_task = load(a.teacher, a.data)
@@ -221,7 +242,8 @@ def main(argv=None) -> int:
         for name, run in systems.items():
             rounds[name].append(run())
     text = table(rounds)
-    flags = "".join(f" --{f} {v}" for f, v in (("rounds", a.rounds), ("shortlist", a.shortlist)) if v and v != 1)
+    flags = "".join(f" --{f} {v}" for f, v in (("rounds", a.rounds), ("shortlist", a.shortlist),
+                                                         ("candidates", a.candidates)) if v and v != 1)
     flags += (" --fairseq-layers" if a.fairseq_layers else "") + (" --bf16" if a.bf16 else "")
     header = (f"Batch {a.batch_size}, {a.sentences} sentences of {a.subset}, {a.threads} threads, "
               f"{torch.__version__}, device cpu; `python benchmarks/profile_decoding.py --latent {a.latent} "

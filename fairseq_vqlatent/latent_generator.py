@@ -14,7 +14,8 @@ incremental state (modules/prior_search.py).
 
 Noisy parallel decoding (--latent-candidates N, Gu et al. 2018) decodes N code
 sequences per sentence in the same decoder pass: the greedy path and N - 1
-samples from the prior, or the N best of the latent beam. The candidate kept is
+samples from the prior, or the N best of the latent beam; a sequence drawn twice
+is decoded and scored once. The candidate kept is
 the one with the best mean token log-probability, under the one-shot decoder
 itself or, with --rescore-teacher, under the autoregressive teacher (one
 batched forward pass, teacher_scorer.py).
@@ -118,21 +119,29 @@ class LatentGenerator(nn.Module):
         src_tokens, src_lengths = net_input["src_tokens"], net_input["src_lengths"]
         encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
         N = self.candidates
-        each, sources = encoder_out, src_tokens
-        if N > 1:  # every sentence's candidates side by side, for the search and the decoder pass
-            order = torch.arange(src_tokens.size(0), device=src_tokens.device).repeat_interleave(N)
-            each, sources = model.encoder.reorder_encoder_out(encoder_out, order), src_tokens[order]
-        codes, latent_mask = self.decode_codes(model, encoder_out, src_tokens, src_lengths, each)  # [B * N, L]
-        hyps = self.decode_by_length(model, codes, latent_mask, each, sources)
         if N == 1:
-            return [[h] for h in hyps]
+            codes, latent_mask = self.decode_codes(model, encoder_out, src_tokens, src_lengths)  # [B, L]
+            return [[h] for h in self.decode_by_length(model, codes, latent_mask, encoder_out, src_tokens)]
+        # every sentence's candidates side by side, for the search
+        sentence = torch.arange(src_tokens.size(0), device=src_tokens.device).repeat_interleave(N)  # [B * N]
+        each = model.encoder.reorder_encoder_out(encoder_out, sentence)
+        codes, latent_mask = self.decode_codes(model, encoder_out, src_tokens, src_lengths, each)  # [B * N, L]
+        # Samples of a peaked prior repeat each other: each sentence's distinct code
+        # sequences are decoded and scored once.
+        keyed = torch.cat([sentence.unsqueeze(1), codes.masked_fill(latent_mask, -1)], 1)
+        distinct, inverse = torch.unique(keyed, dim=0, return_inverse=True)  # [M, 1 + L], [B * N]
+        rows = torch.full((len(distinct),), len(keyed), device=codes.device).scatter_reduce_(
+            0, inverse, torch.arange(len(keyed), device=codes.device), "amin")  # a row of each, [M]
+        hyps = self.decode_by_length(model, codes[rows], latent_mask[rows],
+                                     model.encoder.reorder_encoder_out(encoder_out, sentence[rows]),
+                                     src_tokens[sentence[rows]])
         if self.scorer is not None:
             scorer = self.scorer.to(encoder_out["encoder_out"][0])
-            fitness = scorer.score(src_tokens, src_lengths, [h["tokens"] for h in hyps])
+            fitness = scorer.score(src_tokens, src_lengths, [h["tokens"] for h in hyps], sentence[rows])
         else:
             fitness = torch.stack([h["score"] for h in hyps])
-        best = fitness.view(-1, N).argmax(1).tolist()
-        return [[hyps[b * N + i]] for b, i in enumerate(best)]
+        best = inverse.view(-1, N).gather(1, fitness[inverse].view(-1, N).argmax(1, keepdim=True)).squeeze(1)
+        return [[hyps[i]] for i in best.tolist()]
 
     def decode_by_length(
         self, model, codes: Tensor, latent_mask: Tensor, encoder_out: dict, src_tokens: Optional[Tensor] = None

@@ -8,7 +8,7 @@ all candidates of a batch share it.
 """
 
 import os
-from typing import List
+from typing import List, Optional
 
 import torch
 from fairseq import checkpoint_utils
@@ -50,23 +50,24 @@ class TeacherScorer:
         return self
 
     @torch.no_grad()
-    def score(self, src_tokens: Tensor, src_lengths: Tensor, hypotheses: List[Tensor]) -> Tensor:
-        """src [B, S], hypotheses: B * N token tensors ending in EOS, each sentence's N in a row
-        -> [B * N] mean log-prob per token. Each source is encoded once for its N candidates."""
-        B = src_tokens.size(0)
-        N = len(hypotheses) // B
+    def score(self, src_tokens: Tensor, src_lengths: Tensor, hypotheses: List[Tensor],
+              sentence: Optional[Tensor] = None) -> Tensor:
+        """src [B, S], hypotheses: M token tensors ending in EOS, the m-th a translation of source
+        ``sentence[m]`` (default: B * N hypotheses, each sentence's N in a row) -> [M] mean
+        log-prob per token. Each source is encoded once, whatever its number of candidates."""
+        B, M = src_tokens.size(0), len(hypotheses)
+        if sentence is None:
+            sentence = torch.arange(B, device=src_tokens.device).repeat_interleave(M // B)
         T = max(len(h) for h in hypotheses)
-        target = src_tokens.new_full((B * N, T), self.pad)
+        target = src_tokens.new_full((M, T), self.pad)
         for i, h in enumerate(hypotheses):
             target[i, : len(h)] = h
-        prev = torch.cat([target.new_full((B * N, 1), self.eos), target[:, :-1]], 1)
+        prev = torch.cat([target.new_full((M, 1), self.eos), target[:, :-1]], 1)
         prev = prev.masked_fill(target.eq(self.pad), self.pad)
         encoder = self.model.encoder
-        encoder_out = encoder(src_tokens, src_lengths=src_lengths)
-        if N > 1:
-            encoder_out = encoder.reorder_encoder_out(encoder_out, torch.arange(B, device=prev.device).repeat_interleave(N))
-        logits, _ = self.model.decoder(prev, encoder_out=encoder_out)  # [B * N, T, V]
-        # log p(target) = its logit - log Z: no normalised [B * N, T, V] copy
+        encoder_out = encoder.reorder_encoder_out(encoder(src_tokens, src_lengths=src_lengths), sentence)
+        logits, _ = self.model.decoder(prev, encoder_out=encoder_out)  # [M, T, V]
+        # log p(target) = its logit - log Z: no normalised [M, T, V] copy
         lprobs = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1).float() - torch.logsumexp(logits.float(), -1)
         real = target.ne(self.pad)
         return (lprobs * real).sum(1) / real.sum(1)

@@ -271,14 +271,14 @@ def test_a_scorer_chooses_the_candidate():
     model, sample = trained_prior_model(task)
 
     class PreferLongest:
-        seen = []
+        seen, sentence = [], None
 
         def to(self, like):
             return self
 
-        def score(self, src_tokens, src_lengths, hypotheses):
-            assert 4 * src_tokens.size(0) == len(hypotheses)  # each source once, for its 4 candidates
-            self.seen = hypotheses
+        def score(self, src_tokens, src_lengths, hypotheses, sentence):
+            assert sentence.max() < src_tokens.size(0)  # each source once, whatever its candidates
+            self.seen, self.sentence = hypotheses, sentence.tolist()
             return torch.tensor([float(len(h)) for h in hypotheses])
 
     scorer = PreferLongest()
@@ -286,11 +286,37 @@ def test_a_scorer_chooses_the_candidate():
     torch.manual_seed(1)
     with torch.no_grad():
         best = [h[0]["tokens"] for h in npd.generate([model], sample)]
-    assert len(scorer.seen) == 4 * len(best)
+    assert sorted(set(scorer.sentence)) == list(range(len(best)))
     for b, chosen in enumerate(best):
-        candidates = scorer.seen[4 * b : 4 * b + 4]
+        candidates = [h for h, s in zip(scorer.seen, scorer.sentence) if s == b]
+        assert 1 <= len(candidates) <= 4
         assert len(chosen) == max(len(c) for c in candidates)
         assert any(torch.equal(chosen, c) for c in candidates)
+
+
+def test_candidates_drawn_twice_are_decoded_once_and_the_choice_is_unchanged():
+    task = toy_task()
+    model, sample = trained_prior_model(task)
+    npd = LatentGenerator([model], task.target_dictionary, max_len_a=0, max_len_b=40, candidates=8)
+    src, lengths = sample["net_input"]["src_tokens"], sample["net_input"]["src_lengths"]
+    B = src.size(0)
+    with torch.no_grad():
+        enc = model.encoder(src, src_lengths=lengths)
+        sentence = torch.arange(B).repeat_interleave(8)
+        each = model.encoder.reorder_encoder_out(enc, sentence)
+        torch.manual_seed(3)
+        codes, mask = npd.decode_codes(model, enc, src, lengths, each)
+        every = npd.decode_by_length(model, codes, mask, each, src[sentence])  # all 8 of each
+        expected = [max(every[8 * b : 8 * b + 8], key=lambda h: float(h["score"]))["tokens"] for b in range(B)]
+        decoded = []
+        decode_by_length = npd.decode_by_length
+        npd.decode_by_length = lambda model, codes, *rest: decoded.append(len(codes)) or decode_by_length(
+            model, codes, *rest)
+        torch.manual_seed(3)
+        got = [h[0]["tokens"] for h in npd.generate([model], sample)]
+    distinct = {(s, tuple(c[~m].tolist())) for s, c, m in zip(sentence.tolist(), codes, mask)}
+    assert sum(decoded) == len(distinct) < 8 * B  # the toy prior repeats itself
+    assert all(torch.equal(g, e) for g, e in zip(got, expected))
 
 
 def tiny_teacher_model(task):
