@@ -49,6 +49,11 @@ if TYPE_CHECKING:  # imported at run time, it would warn under `python -m fairse
     from .shortlist import Shortlist
 
 
+# Batches of at most this many rows are decoded in one padded pass, not one pass per code
+# count: 8 candidates of one sentence took 27.5 instead of 39.7 ms (benchmarks/results/profile-multi30k.md).
+ONE_PASS_ROWS = 16
+
+
 class LatentGenerator(nn.Module):
     def __init__(
         self,
@@ -150,10 +155,11 @@ class LatentGenerator(nn.Module):
         decoder pass per code count. A batch padded to its longest code sequence spends
         about 30% of the decoder's positions on padding (Multi30k test, batch 128), and
         the decoder's work grows with its positions; a sentence decodes alike alone
-        and in a batch, so grouping changes no output. With a shortlist each group's
+        and in a batch, so grouping changes no output. Up to ONE_PASS_ROWS rows take
+        one padded pass: there a pass costs its calls more than its positions. With a shortlist each group's
         decoder scores the types its sources [B, S] list."""
         lengths = (~latent_mask).sum(1)
-        counts = lengths.unique().tolist()
+        counts = lengths.unique().tolist() if codes.size(0) > ONE_PASS_ROWS else [int(lengths.max())]
         hyps: List[Optional[Dict]] = [None] * codes.size(0)
         dtype = encoder_out["encoder_out"][0].dtype
         for n in counts:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from conftest import build_tiny_model, sequence_generator_codes, toy_batch, toy_task, trained_prior_model
 from fairseq_vqlatent.criterions.vqlatent_loss import VQLatentLoss, output_targets
-from fairseq_vqlatent import VQLatentError
+from fairseq_vqlatent import VQLatentError, latent_generator
 from fairseq_vqlatent.latent_generator import LatentGenerator, argmax_without_repeats
 from fairseq_vqlatent.modules.lean_transformer import fairseq_layers
 from fairseq_vqlatent.teacher_scorer import TeacherScorer
@@ -129,8 +129,13 @@ def test_a_sentence_decodes_alike_alone_and_beside_longer_ones(code_dim):
     torch.testing.assert_close(batched[0, : alone.size(1)], alone[0], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("one_pass_rows, expected_passes", [(0, [(2, 1), (1, 2), (1, 3)]), (16, [(4, 3)])])
 @pytest.mark.parametrize("ctc_upsample", [0, 2])
-def test_the_decoder_pass_groups_sentences_by_code_count_and_changes_none(ctc_upsample):
+def test_the_decoder_pass_groups_sentences_by_code_count_and_changes_none(
+    ctc_upsample, one_pass_rows, expected_passes, monkeypatch
+):
+    """Large batches take one pass per code count, small ones one padded pass: the same output."""
+    monkeypatch.setattr(latent_generator, "ONE_PASS_ROWS", one_pass_rows)
     torch.manual_seed(0)
     task = toy_task()
     model = build_tiny_model(task, ctc_upsample=ctc_upsample, decoder_self_attention="full").eval()
@@ -144,7 +149,7 @@ def test_the_decoder_pass_groups_sentences_by_code_count_and_changes_none(ctc_up
     with torch.no_grad():
         enc = model.encoder(batch["src_tokens"], src_lengths=batch["src_lengths"])
         together = gen.decode_by_length(model, codes, mask, enc)
-        assert passes == [(2, 1), (1, 2), (1, 3)]  # one pass per code count, no padding latents
+        assert passes == expected_passes  # grouped: one pass per code count, no padding latents
         for b, hyp in enumerate(together):
             n = int((~mask[b]).sum())
             enc_b = model.encoder(batch["src_tokens"][b : b + 1], src_lengths=batch["src_lengths"][b : b + 1])
