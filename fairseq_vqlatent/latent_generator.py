@@ -50,7 +50,8 @@ if TYPE_CHECKING:  # imported at run time, it would warn under `python -m fairse
 
 
 # Batches of at most this many rows are decoded in one padded pass, not one pass per code
-# count: 8 candidates of one sentence took 27.5 instead of 39.7 ms (benchmarks/results/profile-multi30k.md).
+# count: the decoder pass of 8 candidates of one sentence took 27.5 ms instead of 33-40 ms
+# (benchmarks/results/profile-multi30k.md).
 ONE_PASS_ROWS = 16
 
 
