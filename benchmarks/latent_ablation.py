@@ -63,8 +63,8 @@ ROWS = {  # in the order they run, two at a time
     "dropout 0.1": (["--dropout", "0.1"], [], True),
     "dropout 0": (["--dropout", "0"], [], True),
     # a second seed, where one row leads the recipe by more than its validations swing
-    "recipe, seed 2": (["--seed", "2"], [], True),
-    "1-layer prior, seed 2": (["--prior-layers", "1", "--seed", "2"], [], True),
+    "recipe (seed 2)": (["--seed", "2"], [], True),
+    "1-layer prior (seed 2)": (["--prior-layers", "1", "--seed", "2"], [], True),
 }
 # A CTC decoder merges repeats itself: the repeat rule is the cross-entropy decoder's.
 SHARES_CHECKPOINT = {"greedy stop by argmax": "recipe", "repeats allowed": "no CTC (cross-entropy)", "shortlist": "recipe"}
