@@ -319,7 +319,7 @@ class LatentGenerator(nn.Module):
         prior, k = model.prior, max(self.latent_beam, nbest)
         B = encoder_out["encoder_out"][0].size(1)
         device = encoder_out["encoder_out"][0].device
-        each = _repeat_rows(encoder_out, k)
+        each = model.encoder.reorder_encoder_out(encoder_out, torch.arange(B, device=device).repeat_interleave(k))
         hyps = beam_search(prior_steps(prior, each, budget), B, k, budget, prior.end_token, device)
         best = [h[min(i, len(h) - 1)][0] for h in hyps for i in range(nbest)]
         lengths = torch.tensor([len(t) for t in best], device=device)
@@ -391,12 +391,3 @@ def in_dtype_of(module: nn.Module, encoder_out: Optional[dict]) -> Optional[dict
         return encoder_out
     return {**encoder_out, "encoder_out": [encoder_out["encoder_out"][0].to(dtype)]}
 
-
-def _repeat_rows(encoder_out: dict, n: int) -> dict:
-    """The prior's view of encoder_out with every sentence repeated n times, consecutive."""
-    masks = encoder_out["encoder_padding_mask"]
-    return {
-        **encoder_out,
-        "encoder_out": [encoder_out["encoder_out"][0].repeat_interleave(n, dim=1)],  # [S, B * n, D]
-        "encoder_padding_mask": [masks[0].repeat_interleave(n, dim=0)] if len(masks) > 0 else [],
-    }
