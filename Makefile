@@ -4,7 +4,7 @@
 # make benchmark: the same with the full budgets (scripts/pipeline.sh --full; meant for a GPU)
 # make ablation: the latent model's recipe one change at a time (benchmarks/latent_ablation.py; needs make demo's work dir)
 # make decoding-speed: BLEU, batch-1 latency and batch-128 throughput of teacher and latent model with
-#                 noisy parallel decoding, a lexical shortlist and bfloat16 (benchmarks/decoding_speed.py; needs make demo's work dir)
+#                 noisy parallel decoding, a lexical shortlist, bfloat16 and ONNX Runtime (benchmarks/decoding_speed.py; needs make demo's work dir)
 # make test:      set up .venv and run the test suite (CI runs this)
 # make test-fast: the same without the end-to-end pipeline runs (marked slow)
 # make bottlenecks: every bottleneck for the same budget on Multi30k (benchmarks/bottlenecks.py)
@@ -51,7 +51,7 @@ ablation: setup
 
 decoding-speed: setup
 	$(BIN)/pip install -q -e '.[test,benchmark]'
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/decoding_speed.py --work $(WORK) --shortlist --bf16
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/decoding_speed.py --work $(WORK) --shortlist --bf16 --onnx
 
 benchmark: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/pipeline.sh multi30k --full $(CORPUS_ARG) --work work/benchmark

@@ -20,6 +20,10 @@ setup(
         "sacremoses>=0.0.53",
         "vector-quantize-pytorch>=1.14,<2",  # FSQ
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3.5"], "benchmark": ["matplotlib>=3.5", "ctranslate2>=4.0"]},
+    extras_require={
+        "onnx": ["onnxruntime>=1.17", "onnx>=1.14"],  # --latent-onnx
+        "test": ["pytest>=7", "pytest-xdist>=3.5", "onnxruntime>=1.17", "onnx>=1.14"],
+        "benchmark": ["matplotlib>=3.5", "ctranslate2>=4.0", "onnxruntime>=1.17", "onnx>=1.14"],
+    },
     license="MIT",
 )

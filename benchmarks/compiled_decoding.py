@@ -1,18 +1,30 @@
 #!/usr/bin/env python3
-"""Does torch.compile speed up one-shot decoding on CPU? (issue 9, the compiled path)
+"""The latent model's compiled paths against its eager path and the teacher in CTranslate2,
+at batch 1, on the same sentences in the same run (issue 9, the compiled path).
 
-    python benchmarks/compiled_decoding.py --work WORK [--sentences 200] [--threads 1] [--rounds 3] [--prior]
+    python benchmarks/compiled_decoding.py --work WORK [--sentences 200] [--threads 2] [--rounds 3]
+        [--shortlist] [--ctranslate2] [--compile [--prior]]
 
-Decodes the first --sentences of test at batch size 1 with LatentGenerator, eagerly
-and then with the encoder, the decompressor and the one-shot decoder wrapped in
-torch.compile(dynamic=True) (inductor, C++ kernels), in the same process, in
-turn for --rounds rounds, and prints the median ms per sentence of each, the compile time, and whether every output is
-identical. With --prior the lean path's prior step (IncrementalDecoder.step) is
-compiled as well. Run it with nothing else on the machine.
+Decodes the first --sentences of test one at a time with LatentGenerator:
+
+- eager: the default path;
+- onnx: --latent-onnx, the encoder, prior and decoder as ONNX Runtime graphs
+  (fairseq_vqlatent/onnx_decoding.py); with --shortlist also over the lexical shortlist
+  of WORK/distilled/bin, eager and onnx;
+- torch.compile (--compile): the encoder, decompressor and decoder wrapped in
+  torch.compile(dynamic=True), and with --prior the lean prior step as well;
+- with --ctranslate2, the teacher (WORK/teacher) converted to CTranslate2, float32,
+  greedy, on the same source sentences (its timer covers translate_batch alone).
+
+Every path is timed in turn in each of --rounds rounds (this machine's speed drifts
+within minutes) and the median ms per sentence is printed, with the ratios to eager
+and to the CTranslate2 teacher and how many outputs equal the eager path's. Export,
+compilation and conversion happen before the timing. Run it with nothing else on the machine.
 """
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -20,25 +32,29 @@ from pathlib import Path
 
 import torch
 
-from bottlenecks import MAX_LEN_A, MAX_LEN_B
+from bottlenecks import MAX_LEN_A, MAX_LEN_B, sh
 
 
-def decode_all(generator, model, batches):
+def timed(decode, items) -> tuple:
+    """-> (ms per item, outputs)."""
     started = time.perf_counter()
-    outputs = [generator.generate([model], batch)[0][0]["tokens"].tolist() for batch in batches]
-    return (time.perf_counter() - started) * 1000 / len(batches), outputs
+    outputs = [decode(item) for item in items]
+    return (time.perf_counter() - started) * 1000 / len(items), outputs
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--work", type=Path, required=True, help="pipeline work dir (latent/, distilled/bin)")
+    p.add_argument("--work", type=Path, required=True, help="pipeline work dir (latent/, teacher/, data/, distilled/bin)")
     p.add_argument("--sentences", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=3, help="eager and compiled timed in turn, medians reported")
-    p.add_argument("--prior", action="store_true", help="compile the prior's lean step too")
+    p.add_argument("--rounds", type=int, default=3, help="every path timed in turn, medians reported")
+    p.add_argument("--shortlist", action="store_true", help="add eager and onnx rows over the lexical shortlist")
+    p.add_argument("--ctranslate2", action="store_true", help="add the teacher in CTranslate2 (float32, greedy)")
+    p.add_argument("--compile", action="store_true", help="add torch.compile of the encoder, decompressor, decoder")
+    p.add_argument("--prior", action="store_true", help="with --compile: compile the prior's lean step too")
     a = p.parse_args(argv)
     ckpt, data = a.work / "latent" / "checkpoint_best.pt", a.work / "distilled" / "bin"
-    for path in (ckpt, data):
+    for path in (ckpt, data) + ((a.work / "teacher" / "checkpoint_best.pt",) if a.ctranslate2 else ()):
         if not path.exists():
             p.error(f"{path} not found: run scripts/pipeline.sh multi30k --work {a.work} first")
 
@@ -46,50 +62,101 @@ def main(argv=None) -> int:
 
     import fairseq_vqlatent  # noqa: F401
     from fairseq_vqlatent.latent_generator import LatentGenerator
+    from fairseq_vqlatent.modules import lean_transformer
 
     torch.set_num_threads(a.threads)
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)], arg_overrides={"data": str(data)})
     model = models[0].eval()
     task.load_dataset("test")
     dataset = task.dataset("test")
-    batches = [dataset.collater([dataset[i]]) for i in range(min(a.sentences, len(dataset)))]
-    generator = LatentGenerator([model], task.target_dictionary, max_len_a=MAX_LEN_A, max_len_b=MAX_LEN_B)
-    from fairseq_vqlatent.modules import lean_transformer
+    n = min(a.sentences, len(dataset))
+    batches = [dataset.collater([dataset[i]]) for i in range(n)]
+    d = task.target_dictionary
 
-    eager_step = lean_transformer.IncrementalDecoder.step
-    compiled_step = torch.compile(eager_step, dynamic=True) if a.prior else eager_step
-    compiled_model = copy.deepcopy(model)
-    for part in ("encoder", "decompressor", "decoder"):
-        setattr(compiled_model, part, torch.compile(getattr(compiled_model, part), dynamic=True))
+    def generator(**options):
+        return LatentGenerator([model], d, max_len_a=MAX_LEN_A, max_len_b=MAX_LEN_B, **options)
 
-    def decode(compiled: bool, subset):
-        # the prior's lean step is plain tensor code, which dynamo can trace (--prior)
-        lean_transformer.IncrementalDecoder.step = compiled_step if compiled else eager_step
-        return decode_all(generator, compiled_model if compiled else model, subset)
+    def latent(gen, m=model):
+        return lambda batch: gen.generate([m], batch)[0][0]["tokens"].tolist()
 
-    with torch.inference_mode():
-        decode(False, batches[:20])  # warm-up
+    paths = {"eager": latent(generator())}
+    started = time.perf_counter()
+    paths["onnx"] = latent(generator(onnx=True))
+    setup = {"onnx": time.perf_counter() - started}
+    if a.shortlist:
+        from fairseq_vqlatent.shortlist import Shortlist
+
+        listed = a.work / "decoding-speed" / "shortlist.pt"  # the one decoding_speed.py --shortlist builds
+        if not listed.exists():
+            listed.parent.mkdir(parents=True, exist_ok=True)
+            sh([sys.executable, "-m", "fairseq_vqlatent.shortlist", data, listed], listed.with_suffix(".log"))
+        shortlist = Shortlist.load(listed, len(task.source_dictionary), len(d))
+        paths["eager, shortlist"] = latent(generator(shortlist=shortlist))
+        paths["onnx, shortlist"] = latent(generator(shortlist=shortlist, onnx=True))
+    if a.compile:
+        compiled_model = copy.deepcopy(model)
+        for part in ("encoder", "decompressor", "decoder"):
+            setattr(compiled_model, part, torch.compile(getattr(compiled_model, part), dynamic=True))
+        eager_step = lean_transformer.IncrementalDecoder.step
+        compiled_step = torch.compile(eager_step, dynamic=True) if a.prior else eager_step
+        compiled_decode = latent(generator(), compiled_model)
+
+        def compiled(batch):
+            lean_transformer.IncrementalDecoder.step = compiled_step
+            try:
+                return compiled_decode(batch)
+            finally:
+                lean_transformer.IncrementalDecoder.step = eager_step
+
+        name = "torch.compile" + (" (with the prior step)" if a.prior else "")
+        paths[name] = compiled
         started = time.perf_counter()
-        decode(True, batches[:20])  # compiles
-        compile_s = time.perf_counter() - started
-        times = {False: [], True: []}
-        for _ in range(a.rounds):  # in turn: this machine's speed drifts within minutes
-            for compiled in (False, True):
-                ms, outputs = decode(compiled, batches)
-                times[compiled].append(ms)
-                if compiled:
-                    compiled_out = outputs
-                else:
-                    eager = outputs
-        eager_ms, compiled_ms = (statistics.median(times[c]) for c in (False, True))
-        compiled = compiled_out
-    same = sum(x == y for x, y in zip(eager, compiled))
-    print(f"`python benchmarks/compiled_decoding.py --work {a.work} --sentences {len(batches)} --threads {a.threads} --rounds {a.rounds}{' --prior' if a.prior else ''}`\n")
-    print("| path | ms / sentence (batch 1) | vs eager |\n|---|---:|---:|")
-    print(f"| eager | {eager_ms:.2f} | 1.00x |")
-    parts = "encoder, decompressor, decoder" + (", prior step" if a.prior else "")
-    print(f"| torch.compile ({parts}) | {compiled_ms:.2f} | {eager_ms / compiled_ms:.2f}x |")
-    print(f"\ncompile and warm-up: {compile_s:.0f} s; identical outputs: {same} of {len(batches)}")
+        with torch.inference_mode():
+            timed(compiled, batches[:20])
+        setup[name] = time.perf_counter() - started
+    if a.ctranslate2:
+        import ctranslate2
+        from ctranslate2_teacher import convert
+
+        converted = convert(a.work / "teacher" / "checkpoint_best.pt", a.work / "data" / "bin",
+                            a.work / "decoding-speed" / "ctranslate2-model")
+        translator = ctranslate2.Translator(str(converted), device="cpu", compute_type="float32",
+                                            inter_threads=1, intra_threads=a.threads)
+        lines = (a.work / "data" / "sub" / "test.en").read_text(encoding="utf-8").splitlines()[:n]
+        sources = [[line.split()] for line in lines]
+
+        def teacher(source):  # translate_batch alone, as ctranslate2_teacher.py times it
+            limit = int(MAX_LEN_A * len(source[0]) + MAX_LEN_B)
+            return translator.translate_batch(source, beam_size=1, max_decoding_length=limit)[0].hypotheses[0]
+
+        paths["teacher in CTranslate2 float32, greedy"] = teacher
+
+    items = {name: (sources if name.startswith("teacher") else batches) for name in paths}
+    times = {name: [] for name in paths}
+    outputs = {}
+    with torch.inference_mode():
+        for name, decode in paths.items():  # warm-up
+            timed(decode, items[name][:20])
+        for _ in range(a.rounds):
+            for name, decode in paths.items():
+                ms, outputs[name] = timed(decode, items[name])
+                times[name].append(ms)
+
+    median = {name: statistics.median(t) for name, t in times.items()}
+    ct2 = median.get("teacher in CTranslate2 float32, greedy")
+    flags = "".join(f" --{f}" for f in ("shortlist", "ctranslate2", "compile", "prior") if getattr(a, f))
+    print(f"`python benchmarks/compiled_decoding.py --work {a.work} --sentences {n} --threads {a.threads} "
+          f"--rounds {a.rounds}{flags}`\n")
+    print("| path | ms / sentence (batch 1) | rounds | vs eager | vs CTranslate2 teacher | outputs as eager's |")
+    print("|---|---:|---|---:|---:|---:|")
+    for name, ms in median.items():
+        reference = outputs["eager, shortlist" if "shortlist" in name else "eager"]
+        same = "" if name.startswith("teacher") else f"{sum(x == y for x, y in zip(outputs[name], reference))} of {n}"
+        vs_ct2 = f"{ct2 / ms:.2f}x" if ct2 else ""
+        rounds = ", ".join(f"{t:.2f}" for t in times[name])
+        print(f"| {name} | {ms:.2f} | {rounds} | {median['eager'] / ms:.2f}x | {vs_ct2} | {same} |")
+    print("\nset-up before timing (s): " + ", ".join(f"{k} {v:.1f}" for k, v in setup.items())
+          + f"; {a.threads} thread(s), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     return 0
 
 

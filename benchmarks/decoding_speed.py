@@ -4,7 +4,7 @@ greedy in CTranslate2, float32 and int8) beside the latent model with noisy
 parallel decoding of N candidates (issue 9).
 
     python benchmarks/decoding_speed.py --work WORK [--candidates 1,4,8] [--throughput-batch 128]
-        [--shortlist] [--bf16] [--code-beams 4] [--shallow-teacher CKPT] [--out benchmarks/results/decoding-speed-multi30k.md]
+        [--shortlist] [--bf16] [--onnx] [--code-beams 4] [--shallow-teacher CKPT] [--out benchmarks/results/decoding-speed-multi30k.md]
 
 WORK is a pipeline work directory (scripts/pipeline.sh multi30k): its latent
 checkpoint, teacher and data. For each N, the latent model decodes test with
@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     p.add_argument("--bf16", action="store_true",
                    help="add rows: the latent model with --latent-bf16 (encoder and decoder pass in bfloat16), "
                         "alone and with the shortlist")
+    p.add_argument("--onnx", action="store_true",
+                   help="add rows: the latent model through ONNX Runtime (--latent-onnx), alone and with the shortlist")
     p.add_argument("--code-beams", default="",
                    help="comma-separated beam sizes of the code search (--latent-beam) to add as rows, e.g. 4")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "decoding-speed-multi30k.md")
@@ -88,13 +90,14 @@ def main(argv=None) -> int:
                runs / "shortlist.log")
         rows.append(("latent, N = 1, lexical shortlist", None, evaluate(
             latent, data, runs / "n1-shortlist", "translation_vqlatent", B, ["--latent-shortlist", str(listed), *MAX_LEN])))
-    if a.bf16:
-        rows.append(("latent, N = 1, bf16", None, evaluate(
-            latent, data, runs / "n1-bf16", "translation_vqlatent", B, ["--latent-bf16", *MAX_LEN])))
+    for mode in [m for m in ("bf16", "onnx") if getattr(a, m)]:  # --latent-bf16, --latent-onnx
+        flag = [f"--latent-{mode}"]
+        rows.append((f"latent, N = 1, {mode}", None, evaluate(
+            latent, data, runs / f"n1-{mode}", "translation_vqlatent", B, [*flag, *MAX_LEN])))
         if a.shortlist:
-            rows.append(("latent, N = 1, bf16, lexical shortlist", None, evaluate(
-                latent, data, runs / "n1-bf16-shortlist", "translation_vqlatent", B,
-                ["--latent-bf16", "--latent-shortlist", str(runs / "shortlist.pt"), *MAX_LEN])))
+            rows.append((f"latent, N = 1, {mode}, lexical shortlist", None, evaluate(
+                latent, data, runs / f"n1-{mode}-shortlist", "translation_vqlatent", B,
+                [*flag, "--latent-shortlist", str(runs / "shortlist.pt"), *MAX_LEN])))
 
     lines = ["| system | sacreBLEU | % of teacher greedy | length ratio | ms / sentence (batch 1) "
              f"| speed-up vs teacher greedy | sentences / s (batch {B}) | throughput vs teacher greedy |",
@@ -106,7 +109,7 @@ def main(argv=None) -> int:
                      f"| {r['sentences_per_second'] / greedy['sentences_per_second']:.2f}x |")
     text = "\n".join(lines)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    flags = (" --shortlist" if a.shortlist else "") + (" --bf16" if a.bf16 else "")
+    flags = "".join(f" --{f}" for f in ("shortlist", "bf16", "onnx") if getattr(a, f))
     flags += f" --code-beams {a.code_beams}" if a.code_beams else ""
     a.out.write_text(f"`python benchmarks/decoding_speed.py --work {a.work} --candidates {a.candidates}{flags}`; test_2016_flickr, "
                      f"{greedy['sentences']} sentences, {greedy['device']}\n\n{text}\n")
@@ -126,7 +129,7 @@ def main(argv=None) -> int:
             ax.annotate(f"N={n}", (r["ms_per_sentence"], r["bleu"]), fontsize=8)
     ax.scatter([greedy["ms_per_sentence"]], [greedy["bleu"]], marker="*", s=120, color="k", label="teacher, greedy")
     for name, _, r in rows:
-        if "CTranslate2" in name or "shortlist" in name or "bf16" in name or "code beam" in name:
+        if any(k in name for k in ("CTranslate2", "shortlist", "bf16", "code beam", "onnx")):
             ax.scatter([r["ms_per_sentence"]], [r["bleu"]], marker="^", s=60, label=name)
     ax.set_xlabel("ms / sentence (batch 1, CPU)")
     ax.set_ylabel("sacreBLEU test_2016_flickr")

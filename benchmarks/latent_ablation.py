@@ -46,6 +46,7 @@ ROWS = {  # in the order they run, two at a time
     "fsq (levels 8-5-5-5)": (["--bottleneck", "fsq", "--dead-code-threshold", "0"], [], True),
     "K = 64": (["--codebook-size", "64"], [], True),
     "code diversity 0.1": (["--code-diversity", "0.1"], [], True),
+    "dead codes by mode": (["--dead-code-by", "mode"], [], True),  # re-seed the codes decoding never picks
     "1-layer prior": (["--prior-layers", "1"], [], True),
     "shortlist": ([], ["--latent-shortlist", "SHORTLIST"], True),  # decodes the recipe's checkpoint
     "n_c = 2": (["--compress-steps", "2"], [], True),

@@ -30,6 +30,9 @@ other than the one just emitted. Deleting repeats afterwards, as NAT papers do
 a 300-update model, which then loses more to the brevity penalty than it gains
 (benchmarks/results/decoding-rules-multi30k.md). Hypotheses come in fairseq's
 format, so fairseq-generate and fairseq-interactive print and score them as usual.
+
+With --latent-onnx the encoder, the prior's steps and the decoder pass run as ONNX
+Runtime graphs (onnx_decoding.py); every search and rule above stays as it is.
 """
 
 import contextlib
@@ -46,6 +49,7 @@ from .modules.prior_search import beam_search, prior_steps
 from .teacher_scorer import TeacherScorer
 
 if TYPE_CHECKING:  # imported at run time, it would warn under `python -m fairseq_vqlatent.shortlist`
+    from .onnx_decoding import OnnxDecoding
     from .shortlist import Shortlist
 
 
@@ -73,6 +77,7 @@ class LatentGenerator(nn.Module):
         shortlist: Optional["Shortlist"] = None,
         fairseq_layers: bool = False,
         bf16: bool = False,
+        onnx: bool = False,
     ):
         super().__init__()
         if len(models) != 1:
@@ -95,6 +100,15 @@ class LatentGenerator(nn.Module):
             raise VQLatentError("--latent-shortlist needs a CTC output decoder (a model trained with --ctc-upsample)")
         self.shortlist = shortlist
         self.fairseq_layers = fairseq_layers
+        if onnx and (bf16 or fairseq_layers):
+            raise VQLatentError("--latent-onnx runs its own float32 graphs: drop --latent-bf16 and --latent-fairseq-layers")
+        # The graphs hold the weights of the moment they are exported (onnx_decoding.py): here for
+        # a model in eval mode (fairseq-generate, before its timer starts), and validation during
+        # training turns the option off.
+        self.onnx = onnx
+        self._onnx_sessions: Optional["OnnxDecoding"] = None
+        if onnx and not self.model.training:
+            self._sessions()
         if bf16:
             cast_for_bf16_inference(self.model)
         self.max_len_a = max_len_a
@@ -123,7 +137,7 @@ class LatentGenerator(nn.Module):
     def _generate(self, model, sample) -> List[List[Dict]]:
         net_input = sample["net_input"]
         src_tokens, src_lengths = net_input["src_tokens"], net_input["src_lengths"]
-        encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
+        encoder_out = self._sessions().encode(src_tokens) if self.onnx else model.encoder(src_tokens, src_lengths=src_lengths)
         N = self.candidates
         if N == 1:
             codes, latent_mask = self.decode_codes(model, encoder_out, src_tokens, src_lengths)  # [B, L]
@@ -174,8 +188,11 @@ class LatentGenerator(nn.Module):
                 vocab = self.shortlist.for_sources(
                     src_tokens[rows], keep=[model.ctc_blank], drop=self.banned + [self.eos]
                 )
-            z_q = model.embed_codes(codes[rows, :n]).to(dtype)
-            logits, out_mask = model.decode_latents(z_q, latent_mask[rows, :n], enc, vocab=vocab)
+            if self.onnx:
+                logits, out_mask = self._sessions().decode(codes[rows, :n], latent_mask[rows, :n], enc, vocab)
+            else:
+                z_q = model.embed_codes(codes[rows, :n]).to(dtype)
+                logits, out_mask = model.decode_latents(z_q, latent_mask[rows, :n], enc, vocab=vocab)
             group = self.hypotheses(logits, out_mask, model.compression, model.ctc_blank, vocab)
             for row, hyp in zip(rows.tolist(), group):
                 hyps[row] = hyp
@@ -272,7 +289,7 @@ class LatentGenerator(nn.Module):
         prev = torch.full((B, 1), end, dtype=torch.long, device=device)
         lengths = torch.full((B,), budget, dtype=torch.long, device=device)
         running = torch.ones(B, dtype=torch.bool, device=device)
-        steps = prior_steps(prior, encoder_out, budget)
+        steps = self._prior_steps(prior, encoder_out, budget)
         survival = torch.ones(B, device=device)  # P(not stopped before this step), along the path
         for step in range(budget):
             logits = steps.step(prev[:, -1]).float()  # [B, len(code dictionary)]
@@ -320,13 +337,23 @@ class LatentGenerator(nn.Module):
         B = encoder_out["encoder_out"][0].size(1)
         device = encoder_out["encoder_out"][0].device
         each = model.encoder.reorder_encoder_out(encoder_out, torch.arange(B, device=device).repeat_interleave(k))
-        hyps = beam_search(prior_steps(prior, each, budget), B, k, budget, prior.end_token, device)
+        hyps = beam_search(self._prior_steps(prior, each, budget), B, k, budget, prior.end_token, device)
         best = [h[min(i, len(h) - 1)][0] for h in hyps for i in range(nbest)]
         lengths = torch.tensor([len(t) for t in best], device=device)
         latent_mask = torch.arange(int(lengths.max()), device=device).unsqueeze(0) >= lengths.unsqueeze(1)
         codes = torch.zeros(latent_mask.shape, dtype=torch.long, device=device)
         codes[~latent_mask] = prior.tokens_to_codes(torch.cat(best))
         return codes, latent_mask
+
+    def _prior_steps(self, prior: nn.Module, encoder_out: dict, budget: int):
+        return self._sessions().prior_steps(encoder_out) if self.onnx else prior_steps(prior, encoder_out, budget)
+
+    def _sessions(self) -> "OnnxDecoding":
+        if self._onnx_sessions is None:
+            from .onnx_decoding import OnnxDecoding  # onnxruntime is needed only here
+
+            self._onnx_sessions = OnnxDecoding(self.model, shortlist=self.shortlist is not None)
+        return self._onnx_sessions
 
     def _hypothesis(self, tokens: Tensor, scores: Tensor, eos_scores: Tensor, length: int) -> Dict:
         """Cut at the first EOS; a sentence that never ends gets an EOS appended."""

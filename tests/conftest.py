@@ -110,6 +110,15 @@ def trained_prior_model(task, updates=30):
     return model.eval(), sample
 
 
+def padded_sources(task):
+    """Six sources of different lengths, left-padded as fairseq batches them."""
+    batch = toy_batch(task, [5] * 6, src_len=9, seed=4)
+    src, pad = batch["src_tokens"], task.source_dictionary.pad()
+    for row, n in enumerate([0, 2, 4, 6, 1, 3]):
+        src[row, :n] = pad
+    return src, src.ne(pad).sum(1)
+
+
 def sequence_generator_codes(model, encoder_out, src_tokens, src_lengths, budget, beam=1, nbest=1):
     """fairseq's SequenceGenerator over the prior: the codes our own search must give, as
     prior tokens, nbest per sentence, each without the end-of-latents."""
@@ -183,7 +192,7 @@ def bottleneck_config(**overrides):
                codebook_init="random", dead_code_threshold=0.0, temperature_start=2.0, temperature_end=0.1,
                anneal_updates=100, semhash_noise=1.0, gmvq_gamma=0.7, gmvq_beta=0.3, gmvq_sigma=1.5,
                fsq_levels="2,2,2", cosine_codes=False, code_dim=0, code_norm="layer", code_diversity=0.0,
-               code_sharpness=0.0)
+               code_sharpness=0.0, dead_code_by="assignment")
     cfg.update(overrides)
     return SimpleNamespace(**cfg)
 
@@ -195,10 +204,10 @@ def make_bottleneck(name, D=4, seed=0, **overrides):
     return build_bottleneck(name, D, bottleneck_config(**overrides))
 
 
-def bottleneck(name, K=8, D=4, decay=0.0, eps=1e-9, samples=10, init="random", dead=0.0):
+def bottleneck(name, K=8, D=4, decay=0.0, eps=1e-9, samples=10, init="random", dead=0.0, dead_by="assignment"):
     """A codebook bottleneck whose EM math is exact: no decay, no smoothing to speak of."""
     return make_bottleneck(name, D, codebook_size=K, ema_decay=decay, ema_epsilon=eps, num_samples=samples,
-                           codebook_init=init, dead_code_threshold=dead)
+                           codebook_init=init, dead_code_threshold=dead, dead_code_by=dead_by)
 
 
 def padded_latents(seed=0, D=4):

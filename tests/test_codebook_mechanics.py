@@ -196,6 +196,52 @@ def test_dead_codes_are_reseeded_from_current_encoder_outputs():
     assert bn.codebook.num_dead_codes() == 0
 
 
+def crowded_codebook(dead_by):
+    """Three codes; code 2 gets 0.4 of every latent's responsibility (soft EM's samples
+    in a crowd of nearby codes) but is the nearest code, the one decoding uses, of none."""
+    cb = EMACodebook(3, 2, decay=0.5, eps=1e-9, init="random", dead_threshold=0.3, dead_by=dead_by)
+    r = torch.tensor([[0.6, 0.0, 0.4], [0.0, 0.6, 0.4], [0.6, 0.0, 0.4], [0.0, 0.6, 0.4]])  # [N=4, K=3]
+    modes = torch.tensor([0, 1, 0, 1])
+    z = torch.randn(4, 2)
+    return cb, r, z, modes
+
+
+@pytest.mark.parametrize("dead_by", ["assignment", "mode"])
+def test_what_the_dead_code_threshold_counts(dead_by):
+    cb, r, z, modes = crowded_codebook(dead_by)
+    reseeded = []
+    for _ in range(3):
+        cb.update(r, z, modes=modes)
+        reseeded.append(cb.last_reseeded)
+        if cb.last_reseeded:  # onto a latent, as one observation of itself
+            assert (cb.embed[2] - z).norm(dim=-1).min() < 1e-6 and cb.mode_count[2] == 1.0
+    if dead_by == "assignment":  # 1.6 assignments a step keep code 2 above any small threshold
+        assert reseeded == [0, 0, 0] and cb.ema_count[2] > 1.0
+    else:  # its count of being the nearest code: 1 -> 0.5 -> 0.25 < 0.3, re-seeded
+        assert reseeded == [0, 1, 0], reseeded
+        torch.testing.assert_close(cb.mode_count[:2], torch.full((2,), 0.5**3 + 2 * (1 - 0.5**3)))
+
+
+def test_soft_em_counts_the_posterior_mode_not_its_samples():
+    cfg = SimpleNamespace(codebook_size=2, num_samples=10, ema_decay=0.5, ema_epsilon=1e-9, commitment_beta=0.25,
+                          codebook_init="random", dead_code_threshold=0.0, dead_code_by="mode")
+    torch.manual_seed(0)
+    bn = build_bottleneck("soft_em", 2, cfg).train()
+    bn.codebook._set_codes(torch.arange(2), torch.tensor([[0.0, 0.0], [0.6, 0.0]]))
+    z = torch.zeros(1, 16, 2)
+    z[0, :, 0] = -0.1  # p(code 1) = 0.38 for every latent, code 0 the nearest
+    bn.quantize(z, torch.zeros(1, 16, dtype=torch.bool))
+    torch.testing.assert_close(bn.codebook.mode_count, torch.tensor([0.5 + 0.5 * 16, 0.5]))
+    assert bn.codebook.ema_count[1] > 0.5 + 0.5 * 16 * 0.2  # the samples gave code 1 its share
+
+
+def test_dead_code_by_mode_is_refused_where_codes_are_learned_by_gradient():
+    cfg = SimpleNamespace(codebook_size=4, ema_decay=0.9, codebook_init="random", dead_code_threshold=0.3,
+                          dead_code_by="mode", temperature_start=2.0, temperature_end=0.1, anneal_updates=10)
+    with pytest.raises(Exception, match="--dead-code-by mode applies to the EM bottlenecks"):
+        build_bottleneck("gumbel", 2, cfg)
+
+
 @pytest.mark.parametrize("name", ["vq", "soft_em"])
 def test_codebook_math_stays_fp32_under_autocast(name):
     z_e, mask = torch.randn(2, 5, 4), torch.zeros(2, 5, dtype=torch.bool)

@@ -28,11 +28,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def worker(rank, world, port, name, init, dead, out_dir):
+def worker(rank, world, port, name, init, dead, dead_by, out_dir):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)  # the same parameters on both workers, as fairseq's DDP makes them
-        bn = bottleneck(name, K=8, D=4, decay=0.8, init=init, dead=dead).train()
+        bn = bottleneck(name, K=8, D=4, decay=0.8, init=init, dead=dead, dead_by=dead_by).train()
         if init == "random":  # start from the same codebook
             bn.codebook._set_codes(torch.arange(8), torch.randn(8, 4))
         torch.manual_seed(1234 + rank)  # different sampling / k-means seeds: sync must not rely on luck
@@ -46,8 +46,8 @@ def worker(rank, world, port, name, init, dead, out_dir):
         dist.destroy_process_group()
 
 
-def run_workers(tmp_path, name, init, dead=0.0, with_reseeded=False):
-    mp.spawn(worker, args=(2, free_port(), name, init, dead, str(tmp_path)), nprocs=2, join=True)
+def run_workers(tmp_path, name, init, dead=0.0, with_reseeded=False, dead_by="assignment"):
+    mp.spawn(worker, args=(2, free_port(), name, init, dead, dead_by, str(tmp_path)), nprocs=2, join=True)
     results = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
     return results if with_reseeded else [history for history, _ in results]
 
@@ -77,10 +77,12 @@ def test_kmeans_init_is_identical_on_both_workers(tmp_path):
     assert torch.equal(h0, h1)
 
 
-@pytest.mark.parametrize("name", ["vq", "soft_em", "gumbel", "gmvq"])
-def test_kmeans_init_and_reseeding_are_identical_on_both_workers(tmp_path, name):
-    """Every codebook bottleneck: k-means seeds and re-seeded codes come from worker 0."""
-    (h0, r0), (h1, r1) = run_workers(tmp_path, name, "kmeans", dead=0.7, with_reseeded=True)
+@pytest.mark.parametrize("name,dead_by", [("vq", "assignment"), ("soft_em", "assignment"), ("soft_em", "mode"),
+                                          ("gumbel", "assignment"), ("gmvq", "assignment")])
+def test_kmeans_init_and_reseeding_are_identical_on_both_workers(tmp_path, name, dead_by):
+    """Every codebook bottleneck: k-means seeds and re-seeded codes come from worker 0,
+    and the counts that decide re-seeding are summed over workers."""
+    (h0, r0), (h1, r1) = run_workers(tmp_path, name, "kmeans", dead=0.7, with_reseeded=True, dead_by=dead_by)
     assert torch.equal(h0, h1)
     assert r0 == r1 > 0  # re-seeding happened, the same on both
 

@@ -6,19 +6,10 @@ import contextlib
 import pytest
 import torch
 
-from conftest import sequence_generator_codes, toy_batch, toy_task, trained_prior_model
+from conftest import padded_sources, sequence_generator_codes, toy_task, trained_prior_model
 from fairseq_vqlatent.latent_generator import LatentGenerator
 from fairseq_vqlatent.modules import lean_transformer
 from fairseq_vqlatent.modules.prior_search import FairseqSteps, beam_search, prior_steps
-
-
-def padded_sources(task):
-    """Six sources of different lengths, left-padded as fairseq batches them."""
-    batch = toy_batch(task, [5] * 6, src_len=9, seed=4)
-    src, pad = batch["src_tokens"], task.source_dictionary.pad()
-    for row, n in enumerate([0, 2, 4, 6, 1, 3]):
-        src[row, :n] = pad
-    return src, src.ne(pad).sum(1)
 
 
 @pytest.mark.parametrize("lean", [True, False])

@@ -89,6 +89,11 @@ class VQLatentTransformerConfig(FairseqDataclass):
         default=0.0,
         metadata={"help": "re-seed codes whose EMA count (assignments per update) falls below this (0 = off)"},
     )
+    dead_code_by: ChoiceEnum(["assignment", "mode"]) = field(
+        default="assignment",
+        metadata={"help": "soft_em, vq: what --dead-code-threshold counts: the E-step's assignments (fractional "
+                          "under soft EM) or how often a code is the nearest one, the code decoding uses"},
+    )
     num_samples: int = field(default=10, metadata={"help": "soft_em: samples per position in the Monte-Carlo E-step"})
     ema_decay: float = field(default=0.999, metadata={"help": "EMA decay of codebook statistics"})
     ema_epsilon: float = field(default=1e-5, metadata={"help": "Laplace smoothing of EMA counts"})

@@ -137,6 +137,44 @@ def full_self_attention(layer: nn.Module, mask: Optional[Tensor]) -> Callable[[T
     return f
 
 
+# ------------------------------------------------------------------ a whole decoder
+
+
+def embed(decoder: nn.Module, tokens: Tensor, positions: Optional[Tensor]) -> Tensor:
+    """tokens [B, T] and their position embeddings [1 or B, T, D] -> the first layer's input [B, T, D]."""
+    x = decoder.embed_scale * decoder.embed_tokens(tokens)
+    if decoder.project_in_dim is not None:
+        x = decoder.project_in_dim(x)
+    if positions is not None:
+        x = x + positions
+    if decoder.layernorm_embedding is not None:
+        x = decoder.layernorm_embedding(x)
+    return x
+
+
+def output(decoder: nn.Module, x: Tensor) -> Tensor:
+    """The last layer's output [..., D] -> logits [..., V]."""
+    if decoder.layer_norm is not None:
+        x = decoder.layer_norm(x)
+    if decoder.project_out_dim is not None:
+        x = decoder.project_out_dim(x)
+    return decoder.output_layer(x)
+
+
+def causal_features(decoder: nn.Module, tokens: Tensor, sources: List[Tuple[Tensor, Tensor]],
+                    source_mask: Optional[Tensor]) -> Tensor:
+    """Every prefix of tokens [B, T] in one causal pass, no cache -> the last layer's output
+    [B, T, D]. ``sources`` and ``source_mask`` as source_attention_inputs gives them."""
+    positions = None
+    if decoder.embed_positions is not None:  # positions padding_idx + 1, + 2, ... as fairseq's
+        positions = decoder.embed_positions(torch.full_like(tokens, decoder.padding_idx + 1))
+    x = embed(decoder, tokens, positions)
+    past = torch.ones(tokens.size(1), tokens.size(1), dtype=torch.bool, device=tokens.device).tril()
+    for layer, source in zip(decoder.layers, sources):
+        x = decoder_layer(layer, x, full_self_attention(layer, past), source, source_mask)
+    return x
+
+
 # ------------------------------------------------------------------ the prior, step by step
 
 
@@ -163,21 +201,12 @@ class IncrementalDecoder:
 
     def step(self, tokens: Tensor) -> Tensor:
         d, t = self.decoder, self.t
-        x = d.embed_scale * d.embed_tokens(tokens.unsqueeze(1))  # [B, 1, D]
-        if d.project_in_dim is not None:
-            x = d.project_in_dim(x)
-        if self.positions is not None:
-            x = x + self.positions[:, t : t + 1]
-        if d.layernorm_embedding is not None:
-            x = d.layernorm_embedding(x)
+        positions = self.positions[:, t : t + 1] if self.positions is not None else None
+        x = embed(d, tokens.unsqueeze(1), positions)  # [B, 1, D]
         for layer, cache, source in zip(d.layers, self.caches, self.sources):
             x = decoder_layer(layer, x, self._cached_attention(layer, cache, t), source, self.source_mask)
-        if d.layer_norm is not None:
-            x = d.layer_norm(x)
-        if d.project_out_dim is not None:
-            x = d.project_out_dim(x)
         self.t += 1
-        return d.output_layer(x[:, 0])
+        return output(d, x[:, 0])
 
     def reorder(self, rows: Tensor) -> None:
         """Keep the rows ``rows`` [B'] of the caches and sources, in that order (beam search)."""

@@ -67,6 +67,13 @@ class TranslationVQLatentConfig(TranslationConfig):
             "faster on CPUs with AMX or AVX-512 BF16, at large batch above all; outputs may differ slightly"
         },
     )
+    latent_onnx: bool = field(
+        default=False,
+        metadata={
+            "help": "decode through ONNX Runtime: the encoder, the prior and the one-shot decoder are exported "
+            "when decoding starts (seconds) and run as three graphs; float32 on the CPU, the same output"
+        },
+    )
     latent_candidates: int = field(
         default=1,
         metadata={
@@ -138,6 +145,7 @@ class TranslationVQLatentTask(TranslationTask):
             shortlist=shortlist or None,
             fairseq_layers=bool(option("latent_fairseq_layers")),
             bf16=bool(option("latent_bf16")),
+            onnx=bool(option("latent_onnx")),
         )
 
     def reduce_metrics(self, logging_outputs, criterion):
@@ -155,6 +163,7 @@ class TranslationVQLatentTask(TranslationTask):
             logger.info(initialize_from_teacher(model, teacher).summary())
         if getattr(self, "sequence_generator", None) is not None:  # --eval-bleu
             self.sequence_generator.allow_empty_sources = True
+            self.sequence_generator.onnx = False  # graphs exported once would keep the weights of that moment
         return model
 
     def begin_valid_epoch(self, epoch, model):

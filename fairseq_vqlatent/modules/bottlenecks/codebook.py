@@ -178,7 +178,7 @@ class Codebook(nn.Module):
         self.last_reseeded = 0
         if self.dead_threshold <= 0:
             return 0
-        dead = (self.ema_count < self.dead_threshold).nonzero().flatten()  # same on every worker
+        dead = (self.usage() < self.dead_threshold).nonzero().flatten()  # same on every worker
         if len(dead) == 0:
             return 0
         # worker 0 picks the new codes among its encoder outputs; a worker without data says so
@@ -193,7 +193,11 @@ class Codebook(nn.Module):
         self.last_reseeded = len(dead)
         return len(dead)
 
+    def usage(self) -> Tensor:
+        """[K] the running counts that decide whether a code is dead."""
+        return self.ema_count
+
     def num_dead_codes(self) -> int:
-        """Codes whose running count fell below 1% of a uniform share."""
-        share = self.ema_count.sum() / self.num_codes
-        return int((self.ema_count < 0.01 * share).sum())
+        """Codes whose running usage fell below 1% of a uniform share."""
+        usage = self.usage()
+        return int((usage < 0.01 * usage.sum() / self.num_codes).sum())

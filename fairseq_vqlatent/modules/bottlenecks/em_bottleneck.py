@@ -66,7 +66,7 @@ class EMBottleneck(CodebookBottleneck):
             loss = loss + self.posterior_loss(z)
         if self.training:  # the M-step, then re-seeding of the codes it left unused
             with torch.no_grad(), full_precision(z):
-                self.codebook.update(r, z, contribute=self.learn_from_batch)
+                self.codebook.update(r, z, contribute=self.learn_from_batch, modes=codes)
         z_q = z + (e_avg - z).detach()  # straight-through
         return self.output(z_q, codes, r, loss, padding_mask)
 

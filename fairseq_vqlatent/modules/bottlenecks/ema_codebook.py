@@ -20,14 +20,25 @@ The batch statistics are summed
 over data-parallel workers before the update, so every worker holds the same
 codebook. All statistics are fp32 whatever the model is cast to. k-means
 initialisation and dead-code re-seeding come from :class:`Codebook`.
+
+What counts as a dead code: with ``dead_by="assignment"`` a code whose EMA count
+of assignments falls below the threshold. Under soft EM those counts are
+fractional, and a code that sits among the crowd of codes near the latents keeps
+a share of every latent's samples although it is never any latent's nearest code,
+the one decoding uses: it stays "alive" and unused. ``dead_by="mode"`` counts, in
+a running count of its own, how often each code is the posterior mode (the
+nearest code), so re-seeding moves exactly the codes that decoding never picks.
+Under hard EM the two are the same count.
 """
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...errors import VQLatentError
 from .codebook import Codebook, all_reduce_sum_, batch_statistics, ema_
 
 
@@ -51,10 +62,16 @@ class EMACodebook(Codebook):
         init: str = "kmeans",
         dead_threshold: float = 0.0,
         cosine: bool = False,
+        dead_by: str = "assignment",
     ):
         super().__init__(num_codes, dim, decay, init=init, dead_threshold=dead_threshold)
+        if dead_by not in ("assignment", "mode"):
+            raise VQLatentError(f"unknown --dead-code-by {dead_by!r} (assignment or mode)")
         self.eps = eps
         self.cosine = cosine
+        self.dead_by = dead_by
+        if dead_by == "mode":  # only then: checkpoints without it load as before
+            self.register_buffer("mode_count", torch.ones(num_codes))  # [K] EMA of nearest-code counts
         # The compressor ends in a LayerNorm, so z_e is on a unit-variance scale:
         # start the codes there. With count 1 and sum e_k, a code nobody picks
         # stays where it is instead of being divided by a vanishing count.
@@ -72,7 +89,11 @@ class EMACodebook(Codebook):
             init=getattr(cfg, "codebook_init", "kmeans"),
             dead_threshold=getattr(cfg, "dead_code_threshold", 0.0),
             cosine=getattr(cfg, "cosine_codes", False),
+            dead_by=getattr(cfg, "dead_code_by", "assignment"),
         )
+
+    def usage(self) -> Tensor:
+        return self.mode_count if self.dead_by == "mode" else self.ema_count
 
     def normalize(self, x: Tensor) -> Tensor:
         """Onto the sphere for cosine codes; the identity otherwise."""
@@ -83,19 +104,29 @@ class EMACodebook(Codebook):
         values = self.normalize(values.float())
         super()._set_codes(index, values)
         self.ema_sum[index] = values
+        if self.dead_by == "mode":
+            self.mode_count[index] = 1.0
 
     @torch.no_grad()
-    def update(self, assign: Tensor, z: Tensor, contribute: bool = True) -> None:
-        """One EMA M-step from assignments [N, K] of data [N, D]."""
+    def update(self, assign: Tensor, z: Tensor, contribute: bool = True, modes: Optional[Tensor] = None) -> None:
+        """One EMA M-step from assignments [N, K] of data [N, D]; ``modes`` [N], the
+        nearest codes, are counted for ``dead_by="mode"``."""
         self.last_reseeded = 0
-        counts, sums = batch_statistics(assign, z)
+        stats = list(batch_statistics(assign, z))  # counts [K], sums [K, D]
+        if self.dead_by == "mode":
+            if modes is None:
+                raise ValueError("dead_by='mode' needs the nearest codes (modes) of the batch")
+            stats.append(torch.bincount(modes, minlength=self.num_codes).float())
         if not contribute:
-            counts.zero_()
-            sums.zero_()
-        all_reduce_sum_(counts, sums)
+            for s in stats:
+                s.zero_()
+        all_reduce_sum_(*stats)
+        counts, sums = stats[:2]
         if counts.sum() == 0:  # nobody had data (dummy batches): no step, not even the decay
             return
         ema_(self.ema_count, counts, self.decay)
+        if self.dead_by == "mode":
+            ema_(self.mode_count, stats[2], self.decay)
         ema_(self.ema_sum, sums, self.decay)
         self.embed.copy_(self.normalize(self.ema_sum / laplace_smoothed(self.ema_count, self.eps).unsqueeze(1)))
         self.reseed_dead_codes(z if contribute else z[:0])

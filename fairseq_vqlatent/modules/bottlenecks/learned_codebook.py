@@ -9,6 +9,7 @@ initialisation and re-seeding write the parameter directly, on all workers alike
 import torch
 from torch import Tensor, nn
 
+from ...errors import VQLatentError
 from .codebook import Codebook
 
 
@@ -25,6 +26,9 @@ class LearnedCodebook(Codebook):
 
     @classmethod
     def from_config(cls, cfg, dim: int) -> "LearnedCodebook":
+        if getattr(cfg, "dead_code_by", "assignment") != "assignment":
+            # their assignments are already the codes decoding picks, or a posterior (gmvq) by design
+            raise VQLatentError("--dead-code-by mode applies to the EM bottlenecks (soft_em, vq)")
         return cls(
             cfg.codebook_size,
             dim,

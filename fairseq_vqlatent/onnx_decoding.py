@@ -1,0 +1,193 @@
+"""The one-shot decode through ONNX Runtime (--latent-onnx): the compiled inference path.
+
+At batch 1 on a CPU, eager PyTorch spends most of a decode dispatching small
+operators, not computing (benchmarks/results/profile-multi30k.md), and
+torch.compile did not remove that cost (0.96x). This file exports the model's
+three inference graphs once, when the generator first decodes, and runs them in
+ONNX Runtime sessions:
+
+    encoder   src_tokens [B, S]                     -> states [B, S, C], padding [B, S]
+    prior     prefix [B, t], states, padding        -> logits of the next code [B, V_codes]
+    decoder   codes [B, L], latent padding [B, L],
+              states, padding (, shortlist [V'])    -> logits [B, T, V or V'], padding [B, T]
+
+The prior graph has no cache: each step runs its prefix again. A prefix is 2 to 5
+codes long, and one graph call costs less than keeping a cache across calls.
+``OnnxPriorSteps`` gives the graph the ``PriorSteps`` interface, so greedy search,
+sampling and beam search run on it unchanged, as does everything after the
+decoder's logits: the generator's code paths are the eager ones.
+
+The graphs are traced (the TorchScript exporter) on inputs with padding, so
+every padding branch is recorded as taken; a batch without padding gives the
+same result through an all-False mask. Outputs equal the eager path's
+(tests/test_onnx_decoding.py). Float32 on the CPU only.
+"""
+
+import io
+import logging
+import time
+import warnings
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import VQLatentError
+from .modules import lean_transformer
+
+logger = logging.getLogger(__name__)
+
+
+def _states(encoder_out: dict) -> Tuple[Tensor, Tensor]:
+    """A fairseq encoder_out -> states [B, S, C], padding mask [B, S]."""
+    states = encoder_out["encoder_out"][0].transpose(0, 1)
+    masks = encoder_out["encoder_padding_mask"]
+    mask = masks[0] if len(masks) > 0 else states.new_zeros(states.shape[:2], dtype=torch.bool)
+    return states, mask
+
+
+def _encoder_out(states: Tensor, mask: Tensor) -> dict:
+    """states [B, S, C], padding mask [B, S] -> a fairseq encoder_out, which its reorder_encoder_out can reorder."""
+    return {"encoder_out": [states.transpose(0, 1)], "encoder_padding_mask": [mask], "encoder_embedding": [],
+            "encoder_states": [], "src_tokens": [], "src_lengths": []}
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, src_tokens: Tensor) -> Tuple[Tensor, Tensor]:
+        lengths = src_tokens.ne(self.encoder.padding_idx).sum(1)
+        return _states(self.encoder(src_tokens, src_lengths=lengths))
+
+
+class PriorGraph(nn.Module):
+    def __init__(self, prior: nn.Module):
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, prefix: Tensor, states: Tensor, mask: Tensor) -> Tensor:
+        sources = [lean_transformer.keys_values(layer.encoder_attn, states) for layer in self.prior.layers]
+        x = lean_transformer.causal_features(self.prior, prefix, sources, ~mask[:, None, None, :])
+        return lean_transformer.output(self.prior, x[:, -1])
+
+
+class DecoderGraph(nn.Module):
+    """The code embeddings, the decompressor and the one-shot decoder, over all types or a shortlist's."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, codes: Tensor, latent_mask: Tensor, states: Tensor, mask: Tensor,
+                vocab: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        z_q = self.model.embed_codes(codes)
+        return self.model.decode_latents(z_q, latent_mask, _encoder_out(states, mask), vocab=vocab)
+
+
+def _export(graph: nn.Module, args: tuple, inputs: List[str], outputs: List[str], axes: dict) -> bytes:
+    # The exporter puts the graph in eval mode and afterwards back in the mode the graph
+    # had, submodules included: a fresh wrapper's training mode would leave the model
+    # itself training (dropout on) for every later eager decode.
+    graph.eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notes on recorded branches: recorded on purpose
+        torch.onnx.export(graph, args, buffer, dynamo=False, input_names=inputs, output_names=outputs,
+                          dynamic_axes=axes, opset_version=17)
+    return buffer.getvalue()
+
+
+def export_graphs(model: nn.Module, shortlist: bool = False) -> Tuple[bytes, bytes, bytes]:
+    """The encoder, prior and decoder graphs of ``model`` (eval mode, float32, CPU) as ONNX bytes."""
+    pad, eos, word = model.encoder.padding_idx, model.encoder.dictionary.eos(), model.encoder.dictionary.nspecial
+    src = torch.tensor([[word, word + 1, word + 2, word + 3, eos], [pad, pad, word + 4, word + 5, eos]])  # left-padded, as fairseq batches
+    with torch.no_grad():
+        states, mask = EncoderGraph(model.encoder)(src)
+    prefix = torch.full((2, 3), model.prior.end_token)
+    codes = torch.tensor([[1, 2], [3, 0]])
+    latent_mask = torch.tensor([[False, False], [False, True]])
+    B, S, T, L = "batch", "source_length", "output_length", "latents"
+    encoder = _export(EncoderGraph(model.encoder), (src,), ["src_tokens"], ["states", "mask"],
+                      {"src_tokens": {0: B, 1: S}, "states": {0: B, 1: S}, "mask": {0: B, 1: S}})
+    prior = _export(PriorGraph(model.prior), (prefix, states, mask), ["prefix", "states", "mask"], ["logits"],
+                    {"prefix": {0: B, 1: "steps"}, "states": {0: B, 1: S}, "mask": {0: B, 1: S}, "logits": {0: B}})
+    args, inputs = (codes, latent_mask, states, mask), ["codes", "latent_mask", "states", "mask"]
+    axes = {"codes": {0: B, 1: L}, "latent_mask": {0: B, 1: L}, "states": {0: B, 1: S}, "mask": {0: B, 1: S},
+            "logits": {0: B, 1: T}, "output_mask": {0: B, 1: T}}
+    if shortlist:
+        args, inputs = args + (torch.tensor([word, word + 1, word + 2]),), inputs + ["vocab"]
+        axes = {**axes, "vocab": {0: "types"}, "logits": {0: B, 1: T, 2: "types"}}
+    decoder = _export(DecoderGraph(model), args, inputs, ["logits", "output_mask"], axes)
+    return encoder, prior, decoder
+
+
+def _numpy(x: Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy()
+
+
+class OnnxPriorSteps:
+    """``PriorSteps`` on the prior graph: the state is each row's prefix and source."""
+
+    def __init__(self, session, encoder_out: dict):
+        self.session = session
+        states, mask = _states(encoder_out)
+        self.states, self.mask = _numpy(states), _numpy(mask)
+        self.prefix = np.zeros((self.states.shape[0], 0), dtype=np.int64)  # [B, t]
+
+    def step(self, tokens: Tensor) -> Tensor:
+        self.prefix = np.concatenate([self.prefix, _numpy(tokens).astype(np.int64)[:, None]], 1)
+        feed = {"prefix": self.prefix, "states": self.states, "mask": self.mask}
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+    def reorder(self, rows: Tensor) -> None:
+        rows = _numpy(rows)
+        self.prefix, self.states, self.mask = self.prefix[rows], self.states[rows], self.mask[rows]
+
+
+class OnnxDecoding:
+    """A model's three graphs in ONNX Runtime sessions, threads as torch's."""
+
+    def __init__(self, model: nn.Module, shortlist: bool = False):
+        try:
+            import onnx  # noqa: F401  (torch's exporter writes through it)
+            import onnxruntime
+        except ImportError:
+            raise VQLatentError("--latent-onnx needs onnx and ONNX Runtime: pip install onnx onnxruntime") from None
+        parameter = next(model.parameters())
+        if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
+            raise VQLatentError("--latent-onnx decodes in float32 on the CPU: drop --latent-bf16, --fp16 and CUDA "
+                                f"(the model is {parameter.dtype} on {parameter.device.type})")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        # Spinning worker threads, ORT's default, kept both cores busy between calls and slowed
+        # the Python between them, and any PyTorch beside it, by half (benchmarks/compiled_decoding.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        started = time.perf_counter()
+        self.encoder, self.prior, self.decoder = (
+            onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            for graph in export_graphs(model, shortlist)
+        )
+        logger.info(f"--latent-onnx: encoder, prior and decoder exported in {time.perf_counter() - started:.1f} s; "
+                    f"decoding with ONNX Runtime {onnxruntime.__version__} on {options.intra_op_num_threads} thread(s)")
+
+    def encode(self, src_tokens: Tensor) -> dict:
+        states, mask = self.encoder.run(None, {"src_tokens": _numpy(src_tokens)})
+        return _encoder_out(torch.from_numpy(states), torch.from_numpy(mask))
+
+    def prior_steps(self, encoder_out: dict) -> OnnxPriorSteps:
+        return OnnxPriorSteps(self.prior, encoder_out)
+
+    def decode(self, codes: Tensor, latent_mask: Tensor, encoder_out: dict,
+               vocab: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """-> logits [B, T, V or V'], output padding mask [B, T], as model.decode_latents."""
+        states, mask = _states(encoder_out)
+        feed = {"codes": _numpy(codes), "latent_mask": _numpy(latent_mask), "states": _numpy(states),
+                "mask": _numpy(mask)}
+        if vocab is not None:
+            feed["vocab"] = _numpy(vocab)
+        logits, output_mask = self.decoder.run(None, feed)
+        return torch.from_numpy(logits), torch.from_numpy(output_mask)
