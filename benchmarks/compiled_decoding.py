@@ -14,7 +14,8 @@ Decodes the first --sentences of test one at a time with LatentGenerator:
 - torch.compile (--compile): the encoder, decompressor and decoder wrapped in
   torch.compile(dynamic=True), and with --prior the lean prior step as well;
 - with --ctranslate2, the teacher (WORK/teacher) converted to CTranslate2, float32,
-  greedy, on the same source sentences (its timer covers translate_batch alone).
+  greedy, on the same source sentences, in a process of its own each round
+  (ctranslate2_teacher.py --latency-only; its timer covers translate_batch alone).
 
 Every path is timed in turn in each of --rounds rounds (this machine's speed drifts
 within minutes) and the median ms per sentence is printed, with the ratios to eager
@@ -24,8 +25,10 @@ compilation and conversion happen before the timing. Run it with nothing else on
 
 import argparse
 import copy
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,8 +55,9 @@ def main(argv=None) -> int:
     p.add_argument("--ctranslate2", action="store_true", help="add the teacher in CTranslate2 (float32, greedy)")
     p.add_argument("--compile", action="store_true", help="add torch.compile of the encoder, decompressor, decoder")
     p.add_argument("--prior", action="store_true", help="with --compile: compile the prior's lean step too")
+    p.add_argument("--latent", type=Path, help="the latent checkpoint (default: WORK/latent/checkpoint_best.pt)")
     a = p.parse_args(argv)
-    ckpt, data = a.work / "latent" / "checkpoint_best.pt", a.work / "distilled" / "bin"
+    ckpt, data = a.latent or a.work / "latent" / "checkpoint_best.pt", a.work / "distilled" / "bin"
     for path in (ckpt, data) + ((a.work / "teacher" / "checkpoint_best.pt",) if a.ctranslate2 else ()):
         if not path.exists():
             p.error(f"{path} not found: run scripts/pipeline.sh multi30k --work {a.work} first")
@@ -114,44 +118,40 @@ def main(argv=None) -> int:
         with torch.inference_mode():
             timed(compiled, batches[:20])
         setup[name] = time.perf_counter() - started
-    if a.ctranslate2:
-        import ctranslate2
-        from ctranslate2_teacher import convert
+    ct2_name = "teacher in CTranslate2 float32, greedy"
+    if a.ctranslate2:  # in a process of its own (ctranslate2_teacher.py --latency-only), timed in turn with the rest
+        command = [sys.executable, str(Path(__file__).parent / "ctranslate2_teacher.py"),
+                   a.work / "teacher" / "checkpoint_best.pt", a.work / "data", a.work / "decoding-speed" / "ctranslate2-float32",
+                   "--latency-only", str(n)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+        paths[ct2_name] = lambda: json.loads(subprocess.run(
+            command, env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])["ms_per_sentence"]
 
-        converted = convert(a.work / "teacher" / "checkpoint_best.pt", a.work / "data" / "bin",
-                            a.work / "decoding-speed" / "ctranslate2-model")
-        translator = ctranslate2.Translator(str(converted), device="cpu", compute_type="float32",
-                                            inter_threads=1, intra_threads=a.threads)
-        lines = (a.work / "data" / "sub" / "test.en").read_text(encoding="utf-8").splitlines()[:n]
-        sources = [[line.split()] for line in lines]
-
-        def teacher(source):  # translate_batch alone, as ctranslate2_teacher.py times it
-            limit = int(MAX_LEN_A * len(source[0]) + MAX_LEN_B)
-            return translator.translate_batch(source, beam_size=1, max_decoding_length=limit)[0].hypotheses[0]
-
-        paths["teacher in CTranslate2 float32, greedy"] = teacher
-
-    items = {name: (sources if name.startswith("teacher") else batches) for name in paths}
     times = {name: [] for name in paths}
     outputs = {}
     with torch.inference_mode():
         for name, decode in paths.items():  # warm-up
-            timed(decode, items[name][:20])
+            if name != ct2_name:
+                timed(decode, batches[:20])
         for _ in range(a.rounds):
             for name, decode in paths.items():
-                ms, outputs[name] = timed(decode, items[name])
-                times[name].append(ms)
+                if name == ct2_name:
+                    times[name].append(decode())
+                else:
+                    ms, outputs[name] = timed(decode, batches)
+                    times[name].append(ms)
 
     median = {name: statistics.median(t) for name, t in times.items()}
-    ct2 = median.get("teacher in CTranslate2 float32, greedy")
+    ct2 = median.get(ct2_name)
     flags = "".join(f" --{f}" for f in ("shortlist", "ctranslate2", "compile", "prior") if getattr(a, f))
+    flags += f" --latent {a.latent}" if a.latent else ""
     print(f"`python benchmarks/compiled_decoding.py --work {a.work} --sentences {n} --threads {a.threads} "
           f"--rounds {a.rounds}{flags}`\n")
     print("| path | ms / sentence (batch 1) | rounds | vs eager | vs CTranslate2 teacher | outputs as eager's |")
     print("|---|---:|---|---:|---:|---:|")
     for name, ms in median.items():
         reference = outputs["eager, shortlist" if "shortlist" in name else "eager"]
-        same = "" if name.startswith("teacher") else f"{sum(x == y for x, y in zip(outputs[name], reference))} of {n}"
+        same = "" if name == ct2_name else f"{sum(x == y for x, y in zip(outputs[name], reference))} of {n}"
         vs_ct2 = f"{ct2 / ms:.2f}x" if ct2 else ""
         rounds = ", ".join(f"{t:.2f}" for t in times[name])
         print(f"| {name} | {ms:.2f} | {rounds} | {median['eager'] / ms:.2f}x | {vs_ct2} | {same} |")

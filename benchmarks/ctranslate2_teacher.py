@@ -3,6 +3,7 @@
 
     python benchmarks/ctranslate2_teacher.py TEACHER_CKPT DATA_DIR OUT_DIR
         [--compute-type float32|int8] [--beam 1] [--throughput-batch 128] [--subset test]
+        [--latency-only N]
 
 Converts the fairseq checkpoint once (ctranslate2's FairseqConverter, into
 OUT_DIR/model), translates DATA_DIR's subword-split source at batch size 1 and
@@ -11,7 +12,10 @@ fairseq-generate: the same hyp.txt and result.json, through
 scripts/score_translations.py. The timer covers translate_batch only, as
 fairseq-generate's covers its inference step. Threads: OMP_NUM_THREADS, else
 all cores, as torch uses. Length limit: 1.2 |x| + 10 tokens, as the teacher's
-greedy rows in fairseq.
+greedy rows in fairseq. With --latency-only N it prints only the batch-1 ms per
+sentence of the first N sentences, for benchmarks/compiled_decoding.py, which runs it
+in a process of its own: in one process with PyTorch, the two libraries' OpenMP
+threads wait for work by spinning and slowed CTranslate2 threefold.
 """
 
 import argparse
@@ -68,12 +72,13 @@ def main(argv=None) -> int:
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--throughput-batch", type=int, default=128)
     p.add_argument("--subset", default="test")
+    p.add_argument("--latency-only", type=int, metavar="N", help="print the batch-1 ms / sentence of N sentences")
     a = p.parse_args(argv)
     src, ref, scheme_file = a.data / "sub" / f"{a.subset}.en", a.data / "orig" / f"{a.subset}.de", a.data / "bin" / "subword-scheme"
     for path in (a.ckpt, src, ref, scheme_file):
         if not path.exists():
             p.error(f"{path} not found")
-    if (a.out / "result.json").exists():
+    if (a.out / "result.json").exists() and not a.latency_only:
         print((a.out / "result.json").read_text())
         return 0
     try:
@@ -88,6 +93,10 @@ def main(argv=None) -> int:
                                         inter_threads=1, intra_threads=threads)
     sources = [line.split() for line in src.read_text(encoding="utf-8").splitlines()]
     translate(translator, sources[:20], 1, a.beam)  # warm-up, untimed
+    if a.latency_only:
+        _, seconds = translate(translator, sources[: a.latency_only], 1, a.beam)
+        print(json.dumps({"ms_per_sentence": seconds * 1000 / min(a.latency_only, len(sources))}))
+        return 0
     hyps, seconds = translate(translator, sources, 1, a.beam)
     (a.out / "generate.log").write_text(summary_line(len(sources), seconds))
     _, seconds = translate(translator, sources, a.throughput_batch, a.beam)

@@ -51,9 +51,11 @@ def main(argv=None) -> int:
     p.add_argument("--code-beams", default="",
                    help="comma-separated beam sizes of the code search (--latent-beam) to add as rows, e.g. 4")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "decoding-speed-multi30k.md")
+    p.add_argument("--latent", type=Path, help="the latent checkpoint (default: WORK/latent/checkpoint_best.pt)")
+    p.add_argument("--runs", type=Path, help="each row's outputs (default: WORK/decoding-speed); a row found there is read back")
     a = p.parse_args(argv)
-    latent, teacher = a.work / "latent" / "checkpoint_best.pt", a.work / "teacher" / "checkpoint_best.pt"
-    data, runs, B = a.work / "data", a.work / "decoding-speed", a.throughput_batch
+    latent, teacher = a.latent or a.work / "latent" / "checkpoint_best.pt", a.work / "teacher" / "checkpoint_best.pt"
+    data, runs, B = a.work / "data", a.runs or a.work / "decoding-speed", a.throughput_batch
     for path in (latent, teacher, data / "bin"):
         if not path.exists():
             p.error(f"{path} not found: run scripts/pipeline.sh multi30k --work {a.work} first")
@@ -111,6 +113,7 @@ def main(argv=None) -> int:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     flags = "".join(f" --{f}" for f in ("shortlist", "bf16", "onnx") if getattr(a, f))
     flags += f" --code-beams {a.code_beams}" if a.code_beams else ""
+    flags += "".join(f" --{f} {getattr(a, f)}" for f in ("latent", "runs") if getattr(a, f))
     a.out.write_text(f"`python benchmarks/decoding_speed.py --work {a.work} --candidates {a.candidates}{flags}`; test_2016_flickr, "
                      f"{greedy['sentences']} sentences, {greedy['device']}\n\n{text}\n")
     print(text)

@@ -7,12 +7,14 @@ three inference graphs once, when the generator first decodes, and runs them in
 ONNX Runtime sessions:
 
     encoder   src_tokens [B, S]                     -> states [B, S, C], padding [B, S]
-    prior     prefix [B, t], states, padding        -> logits of the next code [B, V_codes]
+    sources   states                                -> the prior's source keys, values [layers, B, H, S, C / H]
+    prior     prefix [B, t], keys, values, padding  -> logits of the next code [B, V_codes]
     decoder   codes [B, L], latent padding [B, L],
               states, padding (, shortlist [V'])    -> logits [B, T, V or V'], padding [B, T]
 
-The prior graph has no cache: each step runs its prefix again. A prefix is 2 to 5
-codes long, and one graph call costs less than keeping a cache across calls.
+The prior's source keys and values are projected once per batch; its self-attention
+has no cache: each step runs its prefix again. A prefix is 1 to 5 codes long, and
+one graph call costs less than keeping a cache across calls.
 ``OnnxPriorSteps`` gives the graph the ``PriorSteps`` interface, so greedy search,
 sampling and beam search run on it unchanged, as does everything after the
 decoder's logits: the generator's code paths are the eager ones.
@@ -63,13 +65,23 @@ class EncoderGraph(nn.Module):
         return _states(self.encoder(src_tokens, src_lengths=lengths))
 
 
+class SourcesGraph(nn.Module):
+    def __init__(self, prior: nn.Module):
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, states: Tensor) -> Tuple[Tensor, Tensor]:
+        keys, values = zip(*(lean_transformer.keys_values(layer.encoder_attn, states) for layer in self.prior.layers))
+        return torch.stack(keys), torch.stack(values)
+
+
 class PriorGraph(nn.Module):
     def __init__(self, prior: nn.Module):
         super().__init__()
         self.prior = prior
 
-    def forward(self, prefix: Tensor, states: Tensor, mask: Tensor) -> Tensor:
-        sources = [lean_transformer.keys_values(layer.encoder_attn, states) for layer in self.prior.layers]
+    def forward(self, prefix: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+        sources = list(zip(keys.unbind(0), values.unbind(0)))
         x = lean_transformer.causal_features(self.prior, prefix, sources, ~mask[:, None, None, :])
         return lean_transformer.output(self.prior, x[:, -1])
 
@@ -100,20 +112,24 @@ def _export(graph: nn.Module, args: tuple, inputs: List[str], outputs: List[str]
     return buffer.getvalue()
 
 
-def export_graphs(model: nn.Module, shortlist: bool = False) -> Tuple[bytes, bytes, bytes]:
-    """The encoder, prior and decoder graphs of ``model`` (eval mode, float32, CPU) as ONNX bytes."""
+def export_graphs(model: nn.Module, shortlist: bool = False) -> Tuple[bytes, bytes, bytes, bytes]:
+    """The encoder, sources, prior and decoder graphs of ``model`` (eval mode, float32, CPU) as ONNX bytes."""
     pad, eos, word = model.encoder.padding_idx, model.encoder.dictionary.eos(), model.encoder.dictionary.nspecial
     src = torch.tensor([[word, word + 1, word + 2, word + 3, eos], [pad, pad, word + 4, word + 5, eos]])  # left-padded, as fairseq batches
     with torch.no_grad():
         states, mask = EncoderGraph(model.encoder)(src)
+        keys, values = SourcesGraph(model.prior)(states)
     prefix = torch.full((2, 3), model.prior.end_token)
     codes = torch.tensor([[1, 2], [3, 0]])
     latent_mask = torch.tensor([[False, False], [False, True]])
     B, S, T, L = "batch", "source_length", "output_length", "latents"
     encoder = _export(EncoderGraph(model.encoder), (src,), ["src_tokens"], ["states", "mask"],
                       {"src_tokens": {0: B, 1: S}, "states": {0: B, 1: S}, "mask": {0: B, 1: S}})
-    prior = _export(PriorGraph(model.prior), (prefix, states, mask), ["prefix", "states", "mask"], ["logits"],
-                    {"prefix": {0: B, 1: "steps"}, "states": {0: B, 1: S}, "mask": {0: B, 1: S}, "logits": {0: B}})
+    sources = _export(SourcesGraph(model.prior), (states,), ["states"], ["keys", "values"],
+                      {"states": {0: B, 1: S}, "keys": {1: B, 3: S}, "values": {1: B, 3: S}})
+    prior = _export(PriorGraph(model.prior), (prefix, keys, values, mask), ["prefix", "keys", "values", "mask"],
+                    ["logits"], {"prefix": {0: B, 1: "steps"}, "keys": {1: B, 3: S}, "values": {1: B, 3: S},
+                                 "mask": {0: B, 1: S}, "logits": {0: B}})
     args, inputs = (codes, latent_mask, states, mask), ["codes", "latent_mask", "states", "mask"]
     axes = {"codes": {0: B, 1: L}, "latent_mask": {0: B, 1: L}, "states": {0: B, 1: S}, "mask": {0: B, 1: S},
             "logits": {0: B, 1: T}, "output_mask": {0: B, 1: T}}
@@ -121,7 +137,7 @@ def export_graphs(model: nn.Module, shortlist: bool = False) -> Tuple[bytes, byt
         args, inputs = args + (torch.tensor([word, word + 1, word + 2]),), inputs + ["vocab"]
         axes = {**axes, "vocab": {0: "types"}, "logits": {0: B, 1: T, 2: "types"}}
     decoder = _export(DecoderGraph(model), args, inputs, ["logits", "output_mask"], axes)
-    return encoder, prior, decoder
+    return encoder, sources, prior, decoder
 
 
 def _numpy(x: Tensor) -> np.ndarray:
@@ -131,20 +147,22 @@ def _numpy(x: Tensor) -> np.ndarray:
 class OnnxPriorSteps:
     """``PriorSteps`` on the prior graph: the state is each row's prefix and source."""
 
-    def __init__(self, session, encoder_out: dict):
-        self.session = session
+    def __init__(self, sources, prior, encoder_out: dict):
+        self.prior = prior
         states, mask = _states(encoder_out)
-        self.states, self.mask = _numpy(states), _numpy(mask)
-        self.prefix = np.zeros((self.states.shape[0], 0), dtype=np.int64)  # [B, t]
+        self.keys, self.values = sources.run(None, {"states": _numpy(states)})  # [layers, B, H, S, C / H]
+        self.mask = _numpy(mask)
+        self.prefix = np.zeros((self.mask.shape[0], 0), dtype=np.int64)  # [B, t]
 
     def step(self, tokens: Tensor) -> Tensor:
         self.prefix = np.concatenate([self.prefix, _numpy(tokens).astype(np.int64)[:, None]], 1)
-        feed = {"prefix": self.prefix, "states": self.states, "mask": self.mask}
-        return torch.from_numpy(self.session.run(None, feed)[0])
+        feed = {"prefix": self.prefix, "keys": self.keys, "values": self.values, "mask": self.mask}
+        return torch.from_numpy(self.prior.run(None, feed)[0])
 
     def reorder(self, rows: Tensor) -> None:
         rows = _numpy(rows)
-        self.prefix, self.states, self.mask = self.prefix[rows], self.states[rows], self.mask[rows]
+        self.prefix, self.mask = self.prefix[rows], self.mask[rows]
+        self.keys, self.values = self.keys[:, rows], self.values[:, rows]
 
 
 class OnnxDecoding:
@@ -160,26 +178,30 @@ class OnnxDecoding:
         if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
             raise VQLatentError("--latent-onnx decodes in float32 on the CPU: drop --latent-bf16, --fp16 and CUDA "
                                 f"(the model is {parameter.dtype} on {parameter.device.type})")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        # Spinning worker threads, ORT's default, kept both cores busy between calls and slowed
-        # the Python between them, and any PyTorch beside it, by half (benchmarks/compiled_decoding.py).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        def session(graph: bytes, threads: int):
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            # Spinning worker threads, ORT's default, kept both cores busy between calls and slowed
+            # the Python between them, and any PyTorch beside it, by half (benchmarks/compiled_decoding.py).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
         started = time.perf_counter()
-        self.encoder, self.prior, self.decoder = (
-            onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-            for graph in export_graphs(model, shortlist)
-        )
+        encoder, sources, prior, decoder = export_graphs(model, shortlist)
+        threads = torch.get_num_threads()
+        # The prior's steps are a few small products each: splitting them over threads cost
+        # more than it saved (3.7 against 4.6 ms a sentence on one thread, 2-core CPU).
+        self.encoder, self.decoder = session(encoder, threads), session(decoder, threads)
+        self.sources, self.prior = session(sources, 1), session(prior, 1)
         logger.info(f"--latent-onnx: encoder, prior and decoder exported in {time.perf_counter() - started:.1f} s; "
-                    f"decoding with ONNX Runtime {onnxruntime.__version__} on {options.intra_op_num_threads} thread(s)")
+                    f"decoding with ONNX Runtime {onnxruntime.__version__} on {threads} thread(s)")
 
     def encode(self, src_tokens: Tensor) -> dict:
         states, mask = self.encoder.run(None, {"src_tokens": _numpy(src_tokens)})
         return _encoder_out(torch.from_numpy(states), torch.from_numpy(mask))
 
     def prior_steps(self, encoder_out: dict) -> OnnxPriorSteps:
-        return OnnxPriorSteps(self.prior, encoder_out)
+        return OnnxPriorSteps(self.sources, self.prior, encoder_out)
 
     def decode(self, codes: Tensor, latent_mask: Tensor, encoder_out: dict,
                vocab: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
