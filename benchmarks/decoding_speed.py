@@ -47,7 +47,8 @@ def main(argv=None) -> int:
                    help="add rows: the latent model with --latent-bf16 (encoder and decoder pass in bfloat16), "
                         "alone and with the shortlist")
     p.add_argument("--onnx", action="store_true",
-                   help="add rows: the latent model through ONNX Runtime (--latent-onnx), alone and with the shortlist")
+                   help="add rows: the latent model through ONNX Runtime (--latent-onnx), alone and with the shortlist; "
+                        "with --shortlist also each N > 1 with the teacher's rescoring, through both")
     p.add_argument("--code-beams", default="",
                    help="comma-separated beam sizes of the code search (--latent-beam) to add as rows, e.g. 4")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "decoding-speed-multi30k.md")
@@ -100,6 +101,12 @@ def main(argv=None) -> int:
             rows.append((f"latent, N = 1, {mode}, lexical shortlist", None, evaluate(
                 latent, data, runs / f"n1-{mode}-shortlist", "translation_vqlatent", B,
                 [*flag, "--latent-shortlist", str(runs / "shortlist.pt"), *MAX_LEN])))
+    if a.onnx and a.shortlist:  # noisy parallel decoding at its fastest
+        for n in [int(x) for x in a.candidates.split(",") if int(x) > 1]:
+            rows.append((f"latent, N = {n}, teacher, onnx, lexical shortlist", None, evaluate(
+                latent, data, runs / f"n{n}-teacher-onnx-shortlist", "translation_vqlatent", B,
+                ["--latent-candidates", str(n), "--rescore-teacher", str(teacher), "--latent-onnx",
+                 "--latent-shortlist", str(runs / "shortlist.pt"), *MAX_LEN])))
 
     lines = ["| system | sacreBLEU | % of teacher greedy | length ratio | ms / sentence (batch 1) "
              f"| speed-up vs teacher greedy | sentences / s (batch {B}) | throughput vs teacher greedy |",

@@ -353,6 +353,8 @@ class LatentGenerator(nn.Module):
             from .onnx_decoding import OnnxDecoding  # onnxruntime is needed only here
 
             self._onnx_sessions = OnnxDecoding(self.model, shortlist=self.shortlist is not None)
+            if self.scorer is not None:
+                self.scorer.use_onnx()
         return self._onnx_sessions
 
     def _hypothesis(self, tokens: Tensor, scores: Tensor, eos_scores: Tensor, length: int) -> Dict:

@@ -99,6 +99,45 @@ class DecoderGraph(nn.Module):
         return self.model.decode_latents(z_q, latent_mask, _encoder_out(states, mask), vocab=vocab)
 
 
+class TeacherScoreGraph(nn.Module):
+    """The autoregressive teacher's mean log-probability of each candidate, as TeacherScorer.score."""
+
+    def __init__(self, teacher: nn.Module, pad: int):
+        super().__init__()
+        self.encoder, self.decoder, self.pad = EncoderGraph(teacher.encoder), teacher.decoder, pad
+
+    def forward(self, src_tokens: Tensor, sentence: Tensor, prev: Tensor, target: Tensor) -> Tensor:
+        """src_tokens [B, S]; candidate m translates source sentence[m]; prev, target [M, T] -> [M]."""
+        from .teacher_scorer import mean_log_probability
+
+        states, mask = self.encoder(src_tokens)
+        states, mask = states.index_select(0, sentence), mask.index_select(0, sentence)
+        sources = [lean_transformer.keys_values(layer.encoder_attn, states) for layer in self.decoder.layers]
+        # right-padded candidates: a causal pass never lets a word see the padding after it
+        x = lean_transformer.causal_features(self.decoder, prev, sources, ~mask[:, None, None, :])
+        return mean_log_probability(lean_transformer.output(self.decoder, x), target, self.pad)
+
+
+def teacher_session(teacher: nn.Module, pad: int):
+    """TeacherScoreGraph of ``teacher`` in an ONNX Runtime session (the scorer's --latent-onnx)."""
+    _onnxruntime()
+    _check(teacher)
+    if not lean_transformer.supports(teacher.decoder):
+        raise VQLatentError("--latent-onnx cannot export this teacher's decoder layers: rescore without --latent-onnx")
+    d = teacher.encoder.dictionary
+    word, eos = d.nspecial, d.eos()
+    src = torch.tensor([[word, word + 1, word + 2, eos], [pad, pad, word + 3, eos]])
+    sentence = torch.tensor([0, 1, 1])
+    target = torch.tensor([[word, eos, pad], [word + 1, word + 2, eos], [eos, pad, pad]])
+    prev = torch.cat([torch.full((3, 1), eos), target[:, :-1]], 1).masked_fill(target.eq(pad), pad)
+    B, M, T = "batch", "candidates", "length"
+    graph = _export(TeacherScoreGraph(teacher, pad), (src, sentence, prev, target),
+                    ["src_tokens", "sentence", "prev", "target"], ["scores"],
+                    {"src_tokens": {0: B, 1: "source_length"}, "sentence": {0: M}, "prev": {0: M, 1: T},
+                     "target": {0: M, 1: T}, "scores": {0: M}})
+    return _session(graph, torch.get_num_threads())
+
+
 def _export(graph: nn.Module, args: tuple, inputs: List[str], outputs: List[str], axes: dict) -> bytes:
     # The exporter puts the graph in eval mode and afterwards back in the mode the graph
     # had, submodules included: a fresh wrapper's training mode would leave the model
@@ -165,36 +204,47 @@ class OnnxPriorSteps:
         self.keys, self.values = self.keys[:, rows], self.values[:, rows]
 
 
+def _check(model: nn.Module) -> None:
+    parameter = next(model.parameters())
+    if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
+        raise VQLatentError("--latent-onnx decodes in float32 on the CPU: drop --latent-bf16, --fp16 and CUDA "
+                            f"(the model is {parameter.dtype} on {parameter.device.type})")
+
+
+def _onnxruntime():
+    try:
+        import onnx  # noqa: F401  (torch's exporter writes through it)
+        import onnxruntime
+    except ImportError:
+        raise VQLatentError("--latent-onnx needs onnx and ONNX Runtime: pip install onnx onnxruntime") from None
+    return onnxruntime
+
+
+def _session(graph: bytes, threads: int):
+    onnxruntime = _onnxruntime()
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    # Spinning worker threads, ORT's default, kept both cores busy between calls and slowed
+    # the Python between them, and any PyTorch beside it, by half (benchmarks/compiled_decoding.py).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxDecoding:
-    """A model's three graphs in ONNX Runtime sessions, threads as torch's."""
+    """A model's graphs in ONNX Runtime sessions, on torch's number of threads."""
 
     def __init__(self, model: nn.Module, shortlist: bool = False):
-        try:
-            import onnx  # noqa: F401  (torch's exporter writes through it)
-            import onnxruntime
-        except ImportError:
-            raise VQLatentError("--latent-onnx needs onnx and ONNX Runtime: pip install onnx onnxruntime") from None
-        parameter = next(model.parameters())
-        if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
-            raise VQLatentError("--latent-onnx decodes in float32 on the CPU: drop --latent-bf16, --fp16 and CUDA "
-                                f"(the model is {parameter.dtype} on {parameter.device.type})")
-        def session(graph: bytes, threads: int):
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-            # Spinning worker threads, ORT's default, kept both cores busy between calls and slowed
-            # the Python between them, and any PyTorch beside it, by half (benchmarks/compiled_decoding.py).
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-
+        _onnxruntime()
+        _check(model)
         started = time.perf_counter()
         encoder, sources, prior, decoder = export_graphs(model, shortlist)
         threads = torch.get_num_threads()
         # The prior's steps are a few small products each: splitting them over threads cost
         # more than it saved (3.7 against 4.6 ms a sentence on one thread, 2-core CPU).
-        self.encoder, self.decoder = session(encoder, threads), session(decoder, threads)
-        self.sources, self.prior = session(sources, 1), session(prior, 1)
+        self.encoder, self.decoder = _session(encoder, threads), _session(decoder, threads)
+        self.sources, self.prior = _session(sources, 1), _session(prior, 1)
         logger.info(f"--latent-onnx: encoder, prior and decoder exported in {time.perf_counter() - started:.1f} s; "
-                    f"decoding with ONNX Runtime {onnxruntime.__version__} on {threads} thread(s)")
+                    f"decoding with ONNX Runtime on {threads} thread(s)")
 
     def encode(self, src_tokens: Tensor) -> dict:
         states, mask = self.encoder.run(None, {"src_tokens": _numpy(src_tokens)})

@@ -21,6 +21,7 @@ class TeacherScorer:
     def __init__(self, model: nn.Module, tgt_dict):
         self.model = model.eval()
         self.pad, self.eos = tgt_dict.pad(), tgt_dict.eos()
+        self.session = None  # an ONNX Runtime session, after use_onnx()
 
     @classmethod
     def load(cls, path: str, data: str, tgt_dict) -> "TeacherScorer":
@@ -64,10 +65,24 @@ class TeacherScorer:
             target[i, : len(h)] = h
         prev = torch.cat([target.new_full((M, 1), self.eos), target[:, :-1]], 1)
         prev = prev.masked_fill(target.eq(self.pad), self.pad)
+        if self.session is not None:
+            feed = {"src_tokens": src_tokens, "sentence": sentence, "prev": prev, "target": target}
+            return torch.from_numpy(self.session.run(None, {k: v.cpu().numpy() for k, v in feed.items()})[0])
         encoder = self.model.encoder
         encoder_out = encoder.reorder_encoder_out(encoder(src_tokens, src_lengths=src_lengths), sentence)
         logits, _ = self.model.decoder(prev, encoder_out=encoder_out)  # [M, T, V]
-        # log p(target) = its logit - log Z: no normalised [M, T, V] copy
-        lprobs = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1).float() - torch.logsumexp(logits.float(), -1)
-        real = target.ne(self.pad)
-        return (lprobs * real).sum(1) / real.sum(1)
+        return mean_log_probability(logits, target, self.pad)
+
+    def use_onnx(self) -> None:
+        """Score through ONNX Runtime from now on (onnx_decoding.py): --latent-onnx."""
+        from .onnx_decoding import teacher_session
+
+        self.session = teacher_session(self.model, self.pad)
+
+
+def mean_log_probability(logits: Tensor, target: Tensor, pad: int) -> Tensor:
+    """logits [M, T, V], target [M, T] -> [M] the mean log-probability of each row's tokens. log p is
+    the target's logit minus log Z: no normalised [M, T, V] copy."""
+    lprobs = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1).float() - torch.logsumexp(logits.float(), -1)
+    real = target.ne(pad)
+    return (lprobs * real).sum(1) / real.sum(1)

@@ -12,6 +12,7 @@ from fairseq_vqlatent import VQLatentError
 from fairseq_vqlatent.latent_generator import LatentGenerator
 from fairseq_vqlatent.modules import lean_transformer
 from fairseq_vqlatent.shortlist import Shortlist
+from fairseq_vqlatent.teacher_scorer import TeacherScorer
 from test_cli import GEN, hypotheses
 
 
@@ -28,11 +29,12 @@ def tokens(gen, model, src, lengths):
     return [h[0]["tokens"].tolist() for h in hyps]
 
 
-def no_eager_modules(monkeypatch, model):
+def no_eager_modules(monkeypatch, model, teacher=None):
     """Make every eager inference module fail: what runs next runs in ONNX Runtime."""
     def refuse(*args, **kwargs):
         raise AssertionError("an eager module ran")
-    monkeypatch.setattr(model.encoder, "forward", refuse)
+    for encoder in (model.encoder, teacher.encoder) if teacher is not None else (model.encoder,):
+        monkeypatch.setattr(encoder, "forward", refuse)
     monkeypatch.setattr(model, "decode_latents", refuse)
     monkeypatch.setattr(lean_transformer, "IncrementalDecoder", refuse)
 
@@ -103,3 +105,24 @@ def test_fairseq_generate_prints_the_same_translations_with_latent_onnx(trained)
     eager, onnx = outputs
     assert len(eager) == 1014 and [r[::2] for r in onnx] == [r[::2] for r in eager]  # the same translations
     assert max(abs(float(a[1]) - float(b[1])) for a, b in zip(eager, onnx)) < 1e-4  # scores to float precision
+
+
+def test_onnx_teacher_rescoring_gives_the_eager_scores_and_choices(monkeypatch):
+    from test_decoding_rules import tiny_teacher_model
+
+    task = toy_task()
+    model, _ = trained_prior_model(task)
+    d = task.target_dictionary
+    src, lengths = padded_sources(task)
+    eager_scorer, onnx_scorer = (TeacherScorer(tiny_teacher_model(task), d) for _ in range(2))
+    onnx_scorer.use_onnx()
+    gen = torch.Generator().manual_seed(0)
+    hyps = [torch.cat([torch.randint(d.nspecial, len(d), (n,), generator=gen), torch.tensor([d.eos()])])
+            for n in (3, 5, 1, 4, 2, 6, 7, 3, 2, 1, 5, 4)]  # 2 candidates for each of 6 padded sources
+    torch.testing.assert_close(onnx_scorer.score(src, lengths, hyps), eager_scorer.score(src, lengths, hyps),
+                               atol=1e-5, rtol=0)
+    eager, onnx = (LatentGenerator([model], d, max_len_a=0, max_len_b=40, candidates=4, scorer=scorer, onnx=flag)
+                   for scorer, flag in ((eager_scorer, False), (TeacherScorer(tiny_teacher_model(task), d), True)))
+    expected = tokens(eager, model, src, lengths)
+    no_eager_modules(monkeypatch, model, onnx.scorer.model)
+    assert tokens(onnx, model, src, lengths) == expected
