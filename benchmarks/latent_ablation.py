@@ -66,6 +66,7 @@ ROWS = {  # in the order they run, two at a time
     # a second seed, where one row leads the recipe by more than its validations swing
     "recipe (seed 2)": (["--seed", "2"], [], True),
     "1-layer prior (seed 2)": (["--prior-layers", "1", "--seed", "2"], [], True),
+    "K = 64 (seed 2)": (["--codebook-size", "64", "--seed", "2"], [], True),
 }
 # A CTC decoder merges repeats itself: the repeat rule is the cross-entropy decoder's.
 SHARES_CHECKPOINT = {"greedy stop by argmax": "recipe", "repeats allowed": "no CTC (cross-entropy)", "shortlist": "recipe"}
