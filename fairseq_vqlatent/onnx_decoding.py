@@ -3,8 +3,8 @@
 At batch 1 on a CPU, eager PyTorch spends most of a decode dispatching small
 operators, not computing (benchmarks/results/profile-multi30k.md), and
 torch.compile did not remove that cost (0.96x). This file exports the model's
-three inference graphs once, when the generator first decodes, and runs them in
-ONNX Runtime sessions:
+four inference graphs once, when the generator is built for a model in eval mode
+(or first decodes), and runs them in ONNX Runtime sessions:
 
     encoder   src_tokens [B, S]                     -> states [B, S, C], padding [B, S]
     sources   states                                -> the prior's source keys, values [layers, B, H, S, C / H]
@@ -17,7 +17,8 @@ has no cache: each step runs its prefix again. A prefix is 1 to 5 codes long, an
 one graph call costs less than keeping a cache across calls.
 ``OnnxPriorSteps`` gives the graph the ``PriorSteps`` interface, so greedy search,
 sampling and beam search run on it unchanged, as does everything after the
-decoder's logits: the generator's code paths are the eager ones.
+decoder's logits: the generator's code paths are the eager ones. With
+--rescore-teacher the teacher's scoring pass is a fifth graph (``TeacherScoreGraph``).
 
 The graphs are traced (the TorchScript exporter) on inputs with padding, so
 every padding branch is recorded as taken; a batch without padding gives the
