@@ -121,8 +121,8 @@ def main(argv=None) -> int:
     ct2_name = "teacher in CTranslate2 float32, greedy"
     if a.ctranslate2:  # in a process of its own (ctranslate2_teacher.py --latency-only), timed in turn with the rest
         command = [sys.executable, str(Path(__file__).parent / "ctranslate2_teacher.py"),
-                   a.work / "teacher" / "checkpoint_best.pt", a.work / "data", a.work / "decoding-speed" / "ctranslate2-float32",
-                   "--latency-only", str(n)]
+                   a.work / "teacher" / "checkpoint_best.pt", a.work / "data",
+                   a.work / "decoding-speed" / "ctranslate2-float32", "--latency-only", str(n)]
         env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
         paths[ct2_name] = lambda: json.loads(subprocess.run(
             command, env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])["ms_per_sentence"]

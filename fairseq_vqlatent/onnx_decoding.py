@@ -232,7 +232,8 @@ def _session(graph: bytes, threads: int):
 
 
 class OnnxDecoding:
-    """A model's graphs in ONNX Runtime sessions, on torch's number of threads."""
+    """A model's graphs in ONNX Runtime sessions: encoder and decoder on torch's number of threads,
+    the prior's on one."""
 
     def __init__(self, model: nn.Module, shortlist: bool = False):
         _onnxruntime()

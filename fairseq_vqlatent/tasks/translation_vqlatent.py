@@ -70,8 +70,9 @@ class TranslationVQLatentConfig(TranslationConfig):
     latent_onnx: bool = field(
         default=False,
         metadata={
-            "help": "decode through ONNX Runtime: the encoder, the prior and the one-shot decoder are exported "
-            "when decoding starts (seconds) and run as three graphs; float32 on the CPU, the same output"
+            "help": "decode through ONNX Runtime: the encoder, the prior and the one-shot decoder (and the "
+            "--rescore-teacher teacher) are exported as graphs when the generator is built (seconds); float32 on "
+            "the CPU, the same output"
         },
     )
     latent_candidates: int = field(
