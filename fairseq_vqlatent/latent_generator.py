@@ -260,7 +260,10 @@ class LatentGenerator(nn.Module):
         """-> codes [B * N, L] (0 at padding), latent padding mask [B * N, L]: N candidates
         per sentence, consecutive, the search's best first. ``each`` is encoder_out with
         every sentence repeated N times, when the caller has it already."""
-        budget = self.max_latents(int(src_lengths.max()))
+        # Each sentence's own budget, so that it decodes alike alone and in any batch (and as
+        # vqlatent-translate decodes it); beam search keeps one budget for the batch.
+        budgets = torch.tensor([self.max_latents(int(n)) for n in src_lengths.tolist()], device=src_tokens.device)
+        budget = int(budgets.max())
         model.check_latent_length(budget)
         encoder_out, each = (in_dtype_of(model.prior, e) for e in (encoder_out, each))
         N = self.candidates
@@ -270,14 +273,15 @@ class LatentGenerator(nn.Module):
                 order = torch.arange(B, device=src_tokens.device).repeat_interleave(N)
                 each = model.encoder.reorder_encoder_out(encoder_out, order)
             sample = torch.arange(B * N, device=src_tokens.device) % N != 0  # candidate 0 is the greedy path
-            return self.greedy_codes(model, each, budget, sample)
+            return self.greedy_codes(model, each, budgets.repeat_interleave(N), sample)
         if self.latent_beam == 1 and N == 1:
-            return self.greedy_codes(model, encoder_out, budget)
+            return self.greedy_codes(model, encoder_out, budgets)
         return self.beam_codes(model, encoder_out, budget, nbest=N)
 
-    def greedy_codes(self, model, encoder_out: dict, budget: int, sample: Optional[Tensor] = None):
-        """The prior's greedy path over its incremental state; at least one code each.
-        Rows where ``sample`` [B] is True draw each step (a code or the end) from the prior instead."""
+    def greedy_codes(self, model, encoder_out: dict, budgets: Tensor, sample: Optional[Tensor] = None):
+        """The prior's greedy path over its incremental state; at least one code each, at most
+        ``budgets`` [B]. Rows where ``sample`` [B] is True draw each step (a code or the end)
+        from the prior instead."""
         prior, d = model.prior, model.code_dict
         end = prior.end_token
         B = encoder_out["encoder_out"][0].size(1)
@@ -287,7 +291,8 @@ class LatentGenerator(nn.Module):
             not_drawn[prior.codes_to_tokens(torch.arange(prior.num_codes, device=device))] = False
             not_drawn[end] = False
         prev = torch.full((B, 1), end, dtype=torch.long, device=device)
-        lengths = torch.full((B,), budget, dtype=torch.long, device=device)
+        budget = int(budgets.max())
+        lengths = budgets.clone()
         running = torch.ones(B, dtype=torch.bool, device=device)
         steps = self._prior_steps(prior, encoder_out, budget)
         survival = torch.ones(B, device=device)  # P(not stopped before this step), along the path
@@ -299,6 +304,7 @@ class LatentGenerator(nn.Module):
                 drawn = torch.multinomial(self._drawable(logits, not_drawn, end, step), 1).squeeze(1)
                 token = torch.where(sample, drawn, token)
                 ends = torch.where(sample, drawn == end, ends)
+            ends |= budgets <= step
             ends &= running
             lengths[ends] = step
             running &= ~ends
