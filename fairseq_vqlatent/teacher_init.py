@@ -9,12 +9,16 @@ both decoders a trained starting point:
     teacher decoder.*          -> decoder.*          (the one-shot output decoder)
     teacher decoder.layers.*   -> prior.layers.*     (and decoder.layer_norm -> prior.layer_norm)
 
+A student stack with fewer layers than the teacher's decoder takes its top layers
+(a 1-layer one-shot decoder starts from the teacher's last layer, which feeds the
+output projection it shares), as shallow students of deep teachers commonly do.
 The compressor, the bottleneck, the decompressor and the prior's code embeddings
 have no counterpart and keep their fresh initialisation. Parameters are matched
 by name; a name present in both with different shapes is an error.
 """
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List
 
@@ -50,11 +54,27 @@ class TeacherInit:
         )
 
 
-def teacher_name(student_name: str) -> str:
+LAYER = re.compile(r"^(decoder|prior)\.layers\.(\d+)\.")
+
+
+def teacher_name(student_name: str, skipped: Dict[str, int] = {}) -> str:  # noqa: B006 (read only)
+    """The teacher parameter that initialises ``student_name``; ``skipped`` the number of the
+    teacher's bottom decoder layers that a student stack ("decoder", "prior") leaves out."""
+    layer = LAYER.match(student_name)
+    if layer is not None:
+        stack, i = layer.group(1), int(layer.group(2)) + skipped.get(layer.group(1), 0)
+        student_name = f"{stack}.layers.{i}.{student_name[layer.end():]}"
     for student_prefix, teacher_prefix in RULES:
         if student_name.startswith(student_prefix):
             return teacher_prefix + student_name[len(student_prefix):]
     return ""
+
+
+def _skipped_layers(model: nn.Module, teacher: Dict[str, Tensor]) -> Dict[str, int]:
+    layers = {int(m.group(1)) for k in teacher for m in [re.match(r"decoder\.layers\.(\d+)\.", k)] if m}
+    depth = max(layers) + 1 if layers else 0
+    return {stack: max(0, depth - len(getattr(model, stack).layers)) for stack in ("decoder", "prior")
+            if hasattr(getattr(model, stack, None), "layers")}
 
 
 def load_teacher_state(path: str) -> Dict[str, Tensor]:
@@ -83,8 +103,9 @@ def initialize_from_teacher(model: nn.Module, path: str) -> TeacherInit:
     teacher = load_teacher_state(path)
     report = TeacherInit(path)
     taken = set()  # teacher names
+    skipped = _skipped_layers(model, teacher)
     for name, param in model.named_parameters():  # tied parameters appear once
-        source = teacher_name(name)
+        source = teacher_name(name, skipped)
         if source not in teacher:
             report.fresh.append(name)
             continue

@@ -54,10 +54,15 @@ def test_encoder_decoder_and_prior_layers_come_from_the_teacher(tmp_path):
     assert "teacher tensors not used: none" in summary  # every teacher tensor found a home
 
 
-def test_extra_teacher_layers_are_reported_not_used(tmp_path):
+def test_a_shallower_student_takes_the_teachers_top_layers_and_reports_the_rest(tmp_path):
     task = toy_task()
-    save_teacher(tmp_path / "t.pt", task, layers=2)
-    report = initialize_from_teacher(build_tiny_model(task), str(tmp_path / "t.pt"))
+    teacher = save_teacher(tmp_path / "t.pt", task, layers=2)
+    model = build_tiny_model(task)  # 1 decoder layer, 1 prior layer
+    report = initialize_from_teacher(model, str(tmp_path / "t.pt"))
+    state = model.state_dict()
+    for stack in ("decoder", "prior"):
+        assert torch.equal(state[f"{stack}.layers.0.fc1.weight"], teacher["decoder.layers.1.fc1.weight"])
+    assert not torch.equal(teacher["decoder.layers.0.fc1.weight"], teacher["decoder.layers.1.fc1.weight"])
     assert "decoder.layers" in report.summary().split("not used:")[1]
 
 
