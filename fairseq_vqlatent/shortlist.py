@@ -131,6 +131,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.top_k < 1 or a.frequent < 0:
         p.error("--top-k must be at least 1 and --frequent at least 0")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(a.output))):
+        p.error(f"the directory of {a.output} does not exist")
     try:
         src_dict, tgt_dict, pairs = read_pairs(a.data, a.subset, a.source_lang, a.target_lang)
         shortlist = dice_shortlist(pairs, len(src_dict), len(tgt_dict), a.top_k, a.frequent, tgt_dict.nspecial)

@@ -1,6 +1,8 @@
 """Lexical shortlists (--latent-shortlist): the Dice candidates against a hand count,
 the types a batch may emit, decoding over them, and the file's checks."""
 
+import sys
+
 import pytest
 import torch
 
@@ -80,3 +82,10 @@ def test_loading_checks_the_file_and_the_dictionaries(tmp_path):
     (tmp_path / "text.pt").write_text("not a shortlist")
     with pytest.raises(VQLatentError, match=r"text\.pt is not a shortlist"):
         Shortlist.load(str(tmp_path / "text.pt"), 8, 13)
+
+
+def test_an_output_in_a_missing_directory_is_one_line(tmp_path):
+    from conftest import run
+
+    proc = run([sys.executable, "-m", "fairseq_vqlatent.shortlist", tmp_path, tmp_path / "no" / "such" / "dir.pt"], check=False)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr.splitlines()[-1] and "Traceback" not in proc.stderr
