@@ -5,6 +5,9 @@
 # make ablation: the latent model's recipe one change at a time (benchmarks/latent_ablation.py; needs make demo's work dir)
 # make decoding-speed: BLEU, batch-1 latency and batch-128 throughput of teacher and latent model with
 #                 noisy parallel decoding, a lexical shortlist, bfloat16 and ONNX Runtime (benchmarks/decoding_speed.py; needs make demo's work dir)
+# make frontier:  the exported latent translator against the teacher in fairseq and CTranslate2 (float32,
+#                 int8, vocabulary map) and a shallow-decoder student: BLEU, chrF++, batch-1 latency and
+#                 large-batch throughput, decoding alone and from raw text (benchmarks/frontier.py; needs make demo's work dir)
 # make test:      set up .venv and run the test suite (CI runs this)
 # make test-fast: the same without the end-to-end pipeline runs (marked slow)
 # make bottlenecks: every bottleneck for the same budget on Multi30k (benchmarks/bottlenecks.py)
@@ -16,7 +19,7 @@ WORK ?= work/demo
 # The shared corpus when it is there, else the official download.
 CORPUS_ARG = $(if $(wildcard $(CORPUS)/train.en),--corpus-dir $(CORPUS),)
 
-.PHONY: setup test test-fast demo benchmark benchmark-cpu ablation decoding-speed bottlenecks clean
+.PHONY: setup test test-fast demo benchmark benchmark-cpu ablation decoding-speed frontier bottlenecks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +55,10 @@ ablation: setup
 decoding-speed: setup
 	$(BIN)/pip install -q -e '.[test,benchmark]'
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/decoding_speed.py --work $(WORK) --shortlist --bf16 --onnx
+
+frontier: setup
+	$(BIN)/pip install -q -e '.[test,benchmark]'
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/frontier.py --work $(WORK)
 
 benchmark: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/pipeline.sh multi30k --full $(CORPUS_ARG) --work work/benchmark
