@@ -2,10 +2,10 @@
 # Train the "deep encoder, shallow decoder" autoregressive baseline (Kasai et al. 2021):
 # the teacher's encoder with a 1-layer decoder, on the distilled corpus.
 #
-#   scripts/train-shallow-student.sh TEACHER_CKPT DATA_BIN SAVE_DIR [--decoder-layers N]
-#                                    [--max-update N] [--minutes M] [-- EXTRA fairseq-train ARGS]
+#   scripts/train-shallow-student.sh TEACHER_CKPT DATA_BIN SAVE_DIR [--max-update N] [--minutes M]
+#                                    [-- EXTRA fairseq-train ARGS]
 #
-# The teacher's multi30k settings with N decoder layers (default 1). Training starts
+# The teacher's multi30k settings with DECODER_LAYERS decoder layers (env, default 1). Training starts
 # from SAVE_DIR/teacher-init.pt, the teacher with only its top N decoder layers
 # (scripts/shallow_student_init.py), so the warmup is short. Training stops at
 # --max-update or after --minutes of training, whichever comes first; rerunning
@@ -13,24 +13,11 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-usage() {
-  echo "usage: $0 TEACHER_CKPT DATA_BIN SAVE_DIR [--decoder-layers N] [--max-update N] [--minutes M] [-- EXTRA]" >&2
-  exit 2
-}
-TEACHER=${1:-}; DATA=${2:-}; SAVE=${3:-}
-[ -n "$TEACHER" ] && [ -n "$DATA" ] && [ -n "$SAVE" ] || usage
-shift 3
-LAYERS=1 MAX_UPDATE=0 MINUTES=0 EXTRA=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --decoder-layers) LAYERS=${2:?}; shift 2 ;;
-    --max-update) MAX_UPDATE=${2:?}; shift 2 ;;
-    --minutes) MINUTES=${2:?}; shift 2 ;;
-    --) shift; EXTRA=("$@"); break ;;
-    *) usage ;;
-  esac
-done
-[ "$MAX_UPDATE" -gt 0 ] || [ "$MINUTES" != 0 ] || die "give a budget: --max-update N and/or --minutes M"
+TEACHER=${1:-}
+[ -n "$TEACHER" ] || { echo "usage: $0 TEACHER_CKPT DATA_BIN SAVE_DIR [--max-update N] [--minutes M] [-- EXTRA]" >&2; exit 2; }
+shift
+parse_training_args "$@"
+LAYERS=${DECODER_LAYERS:-1}
 
 # A fresh start loads the cut-down teacher and resets the rest. A resumed run must not:
 # with --restore-file, fairseq would start over from INIT instead of checkpoint_last.pt.
