@@ -90,9 +90,10 @@ def main(argv=None) -> int:
         sys.stdout.flush()
     if a.timings:
         t = translator.timings
-        json.dump({"sentences": len(lines), "batch_size": a.batch_size, "end_to_end_seconds": seconds,
-                   "decode_seconds": t.decode, "text_seconds": t.text,
-                   "mean_codes": sum(t.codes) / max(len(t.codes), 1)}, open(a.timings, "w"), indent=1)
+        with open(a.timings, "w") as f:
+            json.dump({"sentences": len(lines), "batch_size": a.batch_size, "end_to_end_seconds": seconds,
+                       "decode_seconds": t.decode, "text_seconds": t.text,
+                       "mean_codes": sum(t.codes) / max(len(t.codes), 1)}, f, indent=1)
     return 0
 
 

@@ -91,7 +91,7 @@ class Translator:
         self.encoder, self.decoder = _session(files["encoder"], threads), _session(files["decoder"], threads)
         # A step at batch 1 is a few matrix-vector products: one thread was faster than two.
         self.prior_one, self.prior_all = _session(files["prior_step"], 1), _session(files["prior_step"], threads)
-        self.pad, self.end, self.nspecial = d["pad"], c["prior"]["end_token"], c["prior"]["nspecial"]
+        self.pad, self.nspecial = d["pad"], c["prior"]["nspecial"]
         self.timings = Timings()
 
     # ------------------------------------------------------------ text
