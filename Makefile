@@ -24,9 +24,13 @@ CORPUS_ARG = $(if $(wildcard $(CORPUS)/train.en),--corpus-dir $(CORPUS),)
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: setup.py $(BIN)/python
+# torch first (the CPU wheel; an unpinned torch is a CUDA build of several GB), then what
+# fairseq-fixed's build needs, so that fairseq-fixed compiles against this torch without
+# build isolation: an isolated build would install a second, newest torch (5 GB) to compile against.
+$(VENV)/.installed: pyproject.toml $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q torch==2.13.0 numpy cython
+	$(BIN)/pip install -q --no-build-isolation fairseq-fixed==0.12.3.1
 	$(BIN)/pip install -e '.[test]'
 	touch $@
 

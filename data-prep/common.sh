@@ -27,20 +27,19 @@ count_lines() { awk 'END { print NR }' "$1"; }
 # first_lines N IN OUT: IN's first N lines (all of them when N is 0) into OUT.
 first_lines() { if [ "$1" -gt 0 ]; then head -n "$1" "$2" > "$3"; else cp "$2" "$3"; fi; }
 
-# check_pair PREFIX: PREFIX.en and PREFIX.de exist, are non-empty and line-aligned.
+# check_pair PREFIX [eval]: PREFIX.en and PREFIX.de exist, are non-empty, line-aligned and
+# clean text (check_text.py); with "eval", no line is empty either. Run on the corpus as
+# given, before anything is copied, so that a fixed corpus is what a rerun uses.
 check_pair() {
-  local p=$1 l a b
+  local p=$1 kind=${2:-train} l a b
   for l in $SRC $TGT; do
     [ -e "$p.$l" ] || die "missing corpus file $p.$l"
     [ -s "$p.$l" ] || die "empty corpus file $p.$l"
-    # Both would end up inside tokens (a BOM glued to the first word, "\r" to every last one).
-    [ "$(head -c 3 "$p.$l" | od -An -tx1 | tr -d ' \n')" != "efbbbf" ] \
-      || die "$p.$l starts with a UTF-8 byte-order mark: remove it first (sed -i '1s/^\xEF\xBB\xBF//' $p.$l)"
-    ! grep -q $'\r' "$p.$l" \
-      || die "$p.$l has Windows line endings (CRLF): convert it first (dos2unix $p.$l, or sed -i 's/\r\$//' $p.$l)"
   done
+  python3 "$HERE_COMMON/check_text.py" "$p.$SRC" "$p.$TGT" || exit 1
   a=$(count_lines "$p.$SRC"); b=$(count_lines "$p.$TGT")
   [ "$a" -eq "$b" ] || die "$p.$SRC has $a lines but $p.$TGT has $b: the two sides must be line-aligned"
+  if [ "$kind" = eval ]; then check_no_empty_lines "$p.$SRC"; check_no_empty_lines "$p.$TGT"; fi
 }
 
 # check_no_empty_lines FILE: evaluation sets may not contain empty lines, since
@@ -167,8 +166,7 @@ binarise() {
 # prepare_from_orig OUT SCHEME MERGES_OR_VOCAB MAX_LEN RATIO: every step after orig/.
 prepare_from_orig() {
   local out=$1 scheme=$2 size=$3 max_len=$4 ratio=$5 s
-  for s in train valid test; do check_pair "$out/orig/$s"; done
-  for s in valid test; do check_no_empty_lines "$out/orig/$s.$SRC"; check_no_empty_lines "$out/orig/$s.$TGT"; done
+  check_pair "$out/orig/train"; check_pair "$out/orig/valid" eval; check_pair "$out/orig/test" eval
   if [ "$scheme" = subword_nmt ]; then
     normalise_and_tokenise "$out/orig" "$out/tok" 1
     learn_bpe "$out/tok" "$out/bpe.codes" "$size"

@@ -57,7 +57,7 @@ fi
 if [ -d "$OUT/orig" ]; then skip "collect $FROM -> $OUT/orig"
 else
   step "collecting $FROM -> $OUT/orig (train capped at ${MAX_LINES/#0/all} lines, valid/test at ${MAX_EVAL_LINES/#0/all})"
-  for s in train valid test; do check_pair "$FROM/${NAME[$s]}"; done
+  check_pair "$FROM/${NAME[train]}"; check_pair "$FROM/${NAME[valid]}" eval; check_pair "$FROM/${NAME[test]}" eval
   rm -rf "$OUT/orig.tmp"; mkdir -p "$OUT/orig.tmp"
   for s in train valid test; do
     cap=$MAX_EVAL_LINES; [ "$s" = train ] && cap=$MAX_LINES

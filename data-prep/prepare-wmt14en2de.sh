@@ -93,6 +93,7 @@ else
   [ -n "$valid" ] || die "no $VALID.{$SRC,$TGT} (the validation set) in ${FROM[*]}"
   [ -n "$test" ] || die "no $TEST.{$SRC,$TGT} (the test set) in ${FROM[*]}"
   [ ${#train[@]} -gt 0 ] || die "no training pairs (X.$SRC / X.$TGT) in ${FROM[*]}"
+  check_pair "$valid" eval; check_pair "$test" eval
   for p in "${train[@]}"; do echo "   train: $p ($(count_lines "$p.$SRC") pairs)"; done
   echo "   valid: $valid"; echo "   test:  $test"
   for l in $SRC $TGT; do

@@ -6,11 +6,20 @@ Load with ``--user-dir``; importing the package registers the task
 criterion ``vqlatent_loss``.
 """
 
+import sys
+
+from . import kill_safe_checkpoints
 from .checkpoint_safety import allow_fairseq_checkpoints
-from .errors import VQLatentError, install_excepthook
+from .errors import VQLatentError, install_excepthook, running_a_fairseq_cli
 
 allow_fairseq_checkpoints()
-install_excepthook()
+kill_safe_checkpoints.install()
+if running_a_fairseq_cli():  # a program that uses the model from Python keeps its own error handling
+    install_excepthook()
+    # Bytes that are not UTF-8 then reach input_lines, which names their line, instead of
+    # failing inside fairseq-interactive's reader (or passing as <unk> in the C locale).
+    if getattr(sys.stdin, "encoding", "").lower().replace("-", "") == "utf8":
+        sys.stdin.reconfigure(errors="surrogateescape")
 
 from . import criterions, models, tasks  # noqa: E402,F401  (registration; --user-dir imports only models/ and tasks/)
 

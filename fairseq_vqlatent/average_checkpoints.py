@@ -66,17 +66,12 @@ def average_parameters(models: List[Dict[str, torch.Tensor]]) -> "collections.Or
 
 def average_checkpoints(paths: List[str]) -> dict:
     """Checkpoint files -> one checkpoint dict: the newest's, with averaged parameters."""
-    from fairseq import checkpoint_utils
+    from .checkpoint_safety import read_checkpoint
     from omegaconf import OmegaConf
 
     states = []
     for path in paths:
-        if not os.path.isfile(path):
-            raise VQLatentError(f"checkpoint {path} does not exist")
-        try:
-            state = checkpoint_utils.load_checkpoint_to_cpu(path)
-        except Exception as e:  # a truncated file, or not a checkpoint at all
-            raise VQLatentError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+        state = read_checkpoint(path)
         if "model" not in state:
             raise VQLatentError(f"{path} is not a fairseq checkpoint (it has no model parameters)")
         states.append(state)
@@ -90,6 +85,9 @@ def average_checkpoints(paths: List[str]) -> dict:
 
 
 def main(argv=None) -> None:
+    from .errors import install_excepthook
+
+    install_excepthook()
     parser = argparse.ArgumentParser(prog="python -m fairseq_vqlatent.average_checkpoints",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("save_dir", nargs="?", help="a training's --save-dir: average its last --last interval checkpoints")

@@ -9,9 +9,12 @@ data; an array of Python objects would still need globals that stay refused.
 """
 
 import argparse
+import os
 
 import numpy
 import torch
+
+from .errors import VQLatentError, checkpoint_error
 
 
 def _numpy_scalar_globals():
@@ -24,3 +27,17 @@ def allow_fairseq_checkpoints() -> None:
     add = getattr(torch.serialization, "add_safe_globals", None)
     if add is not None:
         add([argparse.Namespace, *_numpy_scalar_globals()])
+
+
+def read_checkpoint(path: str, what: str = "checkpoint") -> dict:
+    """fairseq's load_checkpoint_to_cpu (weights-only), with every way it can fail said in one line."""
+    from fairseq import checkpoint_utils
+
+    if not os.path.isfile(path):
+        raise VQLatentError(f"{what} {path} does not exist")
+    if os.path.getsize(path) == 0:
+        raise VQLatentError(f"{what} {path} is empty (0 bytes): copy it again, or use another")
+    try:
+        return checkpoint_utils.load_checkpoint_to_cpu(path)
+    except Exception as e:
+        raise checkpoint_error(e, path, what) from None

@@ -7,6 +7,7 @@ message and says what is wrong with the input. Everything else keeps its
 traceback, since it is a bug to report, not a mistake to correct.
 """
 
+import os
 import pickle
 import re
 import sys
@@ -20,7 +21,7 @@ class VQLatentError(ValueError):
 OVER_LONG = re.compile(
     r"Size of sample #(\d+) is invalid \(=\((?:np\.int64\()?(\d+)\)?.*?since max_positions=\((\d+)", re.S
 )
-GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
+GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose module)")  # torch < / >= 2.10
 
 
 def _checkpoint_named_on_command_line() -> str:
@@ -31,6 +32,27 @@ def _checkpoint_named_on_command_line() -> str:
         if arg.startswith("--path="):
             return arg.split("=", 1)[1]
     return "the checkpoint"
+
+
+def checkpoint_problem(exc: BaseException) -> Optional[str]:
+    """What is wrong with a checkpoint file that failed to load, or None if ``exc`` is not about the file."""
+    text = str(exc)
+    foreign = GLOBAL.search(text) if isinstance(exc, pickle.UnpicklingError) else None
+    if foreign:
+        return (f"refused: it pickles {foreign.group(1)}, which is neither weights "
+                "nor fairseq's options; such a pickle can run code when loaded, so weights-only loading "
+                "stays on. Re-save the checkpoint without that object")
+    if isinstance(exc, pickle.UnpicklingError):
+        return f"is not a torch checkpoint ({(text.splitlines() or ['unreadable'])[0]})"
+    if (isinstance(exc, RuntimeError) and "PytorchStreamReader failed" in text) or isinstance(exc, EOFError):
+        return "is truncated or corrupt (not a complete torch checkpoint): copy it again, or use another"
+    return None
+
+
+def checkpoint_error(exc: BaseException, path: str, what: str = "checkpoint") -> VQLatentError:
+    """``exc``, raised while loading ``path``, as one line (the first line of its message if not recognised)."""
+    problem = checkpoint_problem(exc) or f"cannot be loaded ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})"
+    return VQLatentError(f"{what} {path} {problem}")
 
 
 def plain_words(exc: BaseException) -> Optional[str]:
@@ -47,14 +69,15 @@ def plain_words(exc: BaseException) -> Optional[str]:
         index, tokens, limit = found.groups()
         return (f"sentence id {index} has {tokens} tokens, more than the model's {limit} positions: "
                 "split it, or skip such sentences with --skip-invalid-size-inputs-valid-test")
-    checkpoint = _checkpoint_named_on_command_line()
-    foreign = GLOBAL.search(text) if isinstance(exc, pickle.UnpicklingError) else None
-    if foreign:
-        return (f"{checkpoint} refused: it pickles {foreign.group(1)}, which is neither weights "
-                "nor fairseq's options; such a pickle can run code when loaded, so weights-only loading "
-                "stays on. Re-save the checkpoint without that object")
-    if (isinstance(exc, RuntimeError) and "PytorchStreamReader failed" in text) or isinstance(exc, EOFError):
-        return f"{checkpoint} is truncated or corrupt (not a complete torch checkpoint): copy it again, or use another"
+    if isinstance(exc, OSError) and text.startswith("Model file not found: "):  # fairseq's words for --path
+        return f"checkpoint {text.split(': ', 1)[1]} does not exist"
+    missing = getattr(exc, "filename", None) or ""
+    if isinstance(exc, FileNotFoundError) and re.fullmatch(r"dict\.[^.]+\.txt", os.path.basename(missing)):
+        return (f"{os.path.dirname(missing) or '.'} has no {os.path.basename(missing)}: --source-lang and "
+                "--target-lang must be languages of the data directory (its dict.LANG.txt files)")
+    problem = checkpoint_problem(exc)
+    if problem:
+        return f"{_checkpoint_named_on_command_line()} {problem}"
     return None
 
 
@@ -69,8 +92,18 @@ def _excepthook(previous):
     return hook
 
 
+def running_a_fairseq_cli() -> bool:
+    """fairseq-train, fairseq-generate, ... (console scripts or ``python -m fairseq_cli.X``)."""
+    program = sys.argv[0] if sys.argv else ""
+    return os.path.basename(program).startswith("fairseq-") or \
+        os.path.basename(os.path.dirname(program)) == "fairseq_cli"
+
+
 def install_excepthook() -> None:
-    """fairseq's CLIs call into the plugin; our errors reach the user as one line."""
+    """fairseq's CLIs and ours call into the plugin; our errors reach the user as one line.
+
+    Only command-line programs install it (importing the package does not), so that a
+    program using the model from Python keeps its own ``sys.excepthook``."""
     if not getattr(sys.excepthook, "_vqlatent", False):
         sys.excepthook = _excepthook(sys.excepthook)
         sys.excepthook._vqlatent = True

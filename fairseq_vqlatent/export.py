@@ -30,6 +30,7 @@ what LatentGenerator does, so the output equals fairseq-generate's
 import argparse
 import json
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -38,7 +39,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .errors import VQLatentError
+from .errors import VQLatentError, checkpoint_error, checkpoint_problem
 from .modules import lean_transformer
 from .onnx_decoding import EncoderGraph, _check, _encoder_out, _export, _onnxruntime
 
@@ -215,6 +216,10 @@ def load_model(ckpt: str, data: str, source_lang: Optional[str], target_lang: Op
     except FileNotFoundError as e:
         raise VQLatentError(f"{data} lacks a dictionary of this model ({e.filename}): give --data the fairseq-preprocess "
                             "output the model was trained on") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        if checkpoint_problem(e) is None:
+            raise
+        raise checkpoint_error(e, ckpt) from None
     from .models.vqlatent_transformer import is_vqlatent_model
 
     model = models[0]
@@ -312,6 +317,9 @@ def export(a: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> int:
+    from .errors import install_excepthook
+
+    install_excepthook()
     a = _parser().parse_args(argv)
     try:
         config = export(a)

@@ -25,7 +25,7 @@ from typing import Iterable, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .errors import VQLatentError
+from .errors import VQLatentError, checkpoint_problem
 
 
 @dataclass
@@ -58,8 +58,11 @@ class Shortlist:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             shortlist = cls(state["candidates"].long(), state["frequent"].long(), int(state["target_size"]))
-        except Exception as e:  # a truncated file, another kind of file
-            raise VQLatentError(f"{path} is not a shortlist ({type(e).__name__}: {e})") from None
+        except Exception as e:  # a truncated file, another kind of file, a pickle weights-only loading refuses
+            problem = checkpoint_problem(e)
+            if not (problem or "").startswith("refused"):
+                problem = f"is not a shortlist ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
+            raise VQLatentError(f"shortlist {path} {problem}") from None
         if (shortlist.source_size, shortlist.target_size) != (source_size, target_size):
             raise VQLatentError(
                 f"shortlist {path} was built for dictionaries of {shortlist.source_size} source and "
@@ -120,6 +123,9 @@ def read_pairs(data: str, subset: str, source: str, target: str):
 
 
 def main(argv=None) -> int:
+    from .errors import install_excepthook
+
+    install_excepthook()
     p = argparse.ArgumentParser(prog="python -m fairseq_vqlatent.shortlist", description=__doc__.split("\n\n")[0])
     p.add_argument("data", help="fairseq-preprocess output (dict.*.txt, SUBSET.*.bin/idx)")
     p.add_argument("output", help="where to write the shortlist (.pt)")

@@ -17,7 +17,6 @@ have no counterpart and keep their fresh initialisation. Parameters are matched
 by name; a name present in both with different shapes is an error.
 """
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Dict, List
@@ -78,14 +77,9 @@ def _skipped_layers(model: nn.Module, teacher: Dict[str, Tensor]) -> Dict[str, i
 
 
 def load_teacher_state(path: str) -> Dict[str, Tensor]:
-    from fairseq import checkpoint_utils
+    from .checkpoint_safety import read_checkpoint
 
-    if not os.path.isfile(path):
-        raise VQLatentError(f"--init-from-teacher: checkpoint {path} does not exist")
-    try:
-        state = checkpoint_utils.load_checkpoint_to_cpu(path)
-    except Exception as e:  # a truncated file or a pickle weights-only loading refuses
-        raise VQLatentError(f"--init-from-teacher: cannot load {path}: {str(e).splitlines()[0]}") from None
+    state = read_checkpoint(path, "--init-from-teacher: checkpoint")
     weights = state.get("model") if isinstance(state, dict) else None
     if not isinstance(weights, dict) or not any(k.startswith("decoder.layers.") for k in weights):
         raise VQLatentError(f"--init-from-teacher: {path} is not a fairseq encoder-decoder Transformer checkpoint")

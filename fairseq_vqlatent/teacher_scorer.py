@@ -14,7 +14,7 @@ import torch
 from fairseq import checkpoint_utils
 from torch import Tensor, nn
 
-from .errors import VQLatentError
+from .errors import VQLatentError, checkpoint_error
 
 
 class TeacherScorer:
@@ -32,8 +32,8 @@ class TeacherScorer:
 
         try:
             models, _ = checkpoint_utils.load_model_ensemble([path], arg_overrides={"data": data})
-        except (RuntimeError, EOFError, OSError) as e:  # truncated or not a checkpoint at all
-            raise VQLatentError(f"--rescore-teacher: cannot load {path}: {str(e).splitlines()[0]}") from None
+        except Exception as e:  # truncated, not a checkpoint at all, or a pickle weights-only loading refuses
+            raise checkpoint_error(e, path, "--rescore-teacher: checkpoint") from None
         model = models[0]
         if is_vqlatent_model(model):
             raise VQLatentError(f"--rescore-teacher: {path} is a latent model; rescoring needs the autoregressive teacher")

@@ -24,8 +24,13 @@ device_flags() {
 MAX_LEN=(--max-len-a 1.2 --max-len-b 10)
 MAX_LEN_JSON='{"max_len_a": 1.2, "max_len_b": 10}'
 
-# hours MINUTES: fairseq's --stop-time-hours takes hours.
-hours() { python3 -c "print($1 / 60)"; }
+# need_count NAME VALUE / need_minutes NAME VALUE: a budget is checked as a number here,
+# before it reaches any program, so that no option or variable is ever run as code.
+need_count() { [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a whole number of updates (0 = no limit), got '$2'"; }
+need_minutes() { [[ "$2" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "$1 must be a number of minutes (0 = no limit), got '$2'"; }
+
+# hours MINUTES: fairseq's --stop-time-hours takes hours; MINUTES has passed need_minutes.
+hours() { need_minutes minutes "$1"; awk -v m="$1" 'BEGIN { printf "%.6g\n", m / 60 }'; }
 
 # best_checkpoint SAVE_DIR: checkpoint_best.pt (by the training's --best-checkpoint-metric), else checkpoint_last.pt.
 best_checkpoint() {
@@ -72,12 +77,14 @@ parse_training_args() {
       *) echo "$usage" >&2; exit 2 ;;
     esac
   done
-  [ "$MAX_UPDATE" -gt 0 ] || [ "$MINUTES" != 0 ] || die "give a budget: --max-update N and/or --minutes M"
+  need_count --max-update "$MAX_UPDATE"
+  need_minutes --minutes "$MINUTES"
+  [ "$MAX_UPDATE" -gt 0 ] || [ "$(hours "$MINUTES")" != 0 ] || die "give a budget: --max-update N and/or --minutes M"
 }
 
 # budget_args: fairseq-train's stopping options for MAX_UPDATE and MINUTES.
 budget_args() {
   [ "$MAX_UPDATE" -gt 0 ] && echo "--max-update $MAX_UPDATE"
-  [ "$MINUTES" != 0 ] && echo "--stop-time-hours $(hours "$MINUTES")"
+  [ "$(hours "$MINUTES")" != 0 ] && echo "--stop-time-hours $(hours "$MINUTES")"
   return 0
 }

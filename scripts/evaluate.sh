@@ -36,6 +36,10 @@ if [ -s "$OUT/result.json" ]; then step "$OUT/result.json exists, skipped"; exit
 mkdir -p "$OUT"
 SCHEME=$(cat "$DATA/bin/subword-scheme")
 N=$(count_lines "$REF")
+SOURCE_TEXT="$DATA/sub/$SUBSET.en"  # the subword text the binarised set was made from, line for line
+if [ -s "$SOURCE_TEXT" ] && [ "$(count_lines "$SOURCE_TEXT")" -ne "$N" ]; then
+  die "reference $REF has $N lines, but the $SUBSET set in $DATA/bin has $(count_lines "$SOURCE_TEXT") sentences: the reference must be that set's own"
+fi
 DEVICE=$(device_flags)
 DEVICE_NAME=gpu; [ -n "$DEVICE" ] && DEVICE_NAME=cpu
 

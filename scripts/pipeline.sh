@@ -66,6 +66,12 @@ else
   : "${TEACHER_MINUTES:=0}" "${TEACHER_UPDATES:=100000}" "${LATENT_MINUTES:=0}" "${LATENT_UPDATES:=200000}"
 fi
 : "${MAX_LINES:=0}" "${MAX_EVAL_LINES:=0}" "${SPM:=0}" "${TEACHER_ARGS:=}" "${LATENT_ARGS:=}" "${AVERAGE_LAST:=0}"
+need_minutes "--teacher-minutes (TEACHER_MINUTES)" "$TEACHER_MINUTES"
+need_minutes "--latent-minutes (LATENT_MINUTES)" "$LATENT_MINUTES"
+need_count "--teacher-updates (TEACHER_UPDATES)" "$TEACHER_UPDATES"
+need_count "--latent-updates (LATENT_UPDATES)" "$LATENT_UPDATES"
+need_count "--max-lines (MAX_LINES)" "$MAX_LINES"
+need_count "--max-eval-lines (MAX_EVAL_LINES)" "$MAX_EVAL_LINES"
 [[ "$AVERAGE_LAST" =~ ^[0-9]+$ ]] || die "--average-last must be a number of checkpoints (0 = off), got '$AVERAGE_LAST'"
 if [ "$CORPUS" = multi30k ]; then : "${BPE_MERGES:=10000}" "${VOCAB_SIZE:=8000}"
 else : "${BPE_MERGES:=40000}" "${VOCAB_SIZE:=32000}"; fi

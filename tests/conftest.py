@@ -218,3 +218,14 @@ def padded_latents(seed=0, D=4):
     mask[1, 3:] = True
     mask[2, 1:] = True
     return z, mask
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(slice_data, tmp_path_factory):
+    """An autoregressive transformer on the same data (3 updates): a teacher for the CLIs."""
+    save = tmp_path_factory.mktemp("teacher")
+    run(["fairseq-train", slice_data / "bin", "--user-dir", str(REPO / "fairseq_vqlatent"), "--arch", "transformer",
+         "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+         "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--optimizer", "adam", "--lr", "1e-3",
+         "--max-tokens", "2048", "--max-update", "3", "--cpu", "--save-dir", save, "--no-epoch-checkpoints"])
+    return save / "checkpoint_last.pt"

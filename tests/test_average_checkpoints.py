@@ -38,10 +38,12 @@ def test_interval_checkpoints_are_ordered_by_update(tmp_path):
     (["{tmp}/nope"], "save directory {tmp}/nope does not exist"),
     (["{tmp}"], "holds no interval checkpoints"),
     (["--inputs", "{tmp}/missing.pt"], "checkpoint {tmp}/missing.pt does not exist"),
-    (["--inputs", "{tmp}/garbage.pt"], "cannot read checkpoint {tmp}/garbage.pt"),
+    (["--inputs", "{tmp}/empty.pt"], "checkpoint {tmp}/empty.pt is empty (0 bytes)"),
+    (["--inputs", "{tmp}/garbage.pt"], "checkpoint {tmp}/garbage.pt is not a torch checkpoint"),
 ])
 def test_bad_inputs_get_one_line_errors(tmp_path, args, message):
     (tmp_path / "garbage.pt").write_text("not a checkpoint")
+    (tmp_path / "empty.pt").write_bytes(b"")
     out = tmp_path / "out.pt"
     proc = run(["python", "-m", "fairseq_vqlatent.average_checkpoints",
                 *[a.format(tmp=tmp_path) for a in args], "--output", out], check=False)

@@ -168,7 +168,7 @@ def test_windows_line_endings_are_named(good_corpus, tmp_path):
     lines = head(good_corpus / "train.de", 50)
     (good_corpus / "train.de").write_bytes("".join(x.rstrip("\n") + "\r\n" for x in lines).encode("utf-8"))
     err = fail([*PREPARE_M30K, "--from", good_corpus, tmp_path / "out"])
-    assert f"error: {good_corpus}/train.de has Windows line endings (CRLF): convert it first" in err
+    assert f"error: {good_corpus}/train.de line 1 has a Windows line ending (CRLF): convert it first" in err
     assert not (tmp_path / "out" / "orig").exists()
 
 
@@ -176,7 +176,7 @@ def test_a_byte_order_mark_is_named(good_corpus, tmp_path):
     data = (good_corpus / "val.en").read_bytes()
     (good_corpus / "val.en").write_bytes(b"\xef\xbb\xbf" + data)
     err = fail([*PREPARE_M30K, "--from", good_corpus, tmp_path / "out"])
-    assert f"error: {good_corpus}/val.en starts with a UTF-8 byte-order mark: remove it first" in err
+    assert f"error: {good_corpus}/val.en line 1 starts with a UTF-8 byte-order mark: remove it first" in err
     assert not (tmp_path / "out" / "orig").exists()
 
 
@@ -192,8 +192,8 @@ def test_empty_line_in_a_test_set_is_named(good_corpus, tmp_path):
     lines[2] = "   \n"
     write(good_corpus / "test_2016_flickr.en", lines)
     err = fail([*PREPARE_M30K, "--from", good_corpus, tmp_path / "out"])
-    assert "test.en line 3 is empty" in err
-    assert not (tmp_path / "out" / "bin").exists()
+    assert f"{good_corpus}/test_2016_flickr.en line 3 is empty" in err
+    assert not (tmp_path / "out" / "orig").exists()  # checked before anything is copied
 
 
 def test_a_corpus_that_cleaning_empties_leaves_nothing_finished(good_corpus, tmp_path):
@@ -223,3 +223,24 @@ def test_wmt14_without_a_validation_set_is_refused(tmp_path):
 def test_missing_corpus_directory_is_named(tmp_path):
     err = fail([*PREPARE_WMT14, tmp_path / "out", "--from", tmp_path / "nope"])
     assert f"error: corpus directory {tmp_path}/nope does not exist" in err
+
+
+@pytest.mark.parametrize("damage, message", [
+    (b"A\0B", "line 3 holds a control character (U+0000 NUL at column 2): replace them first"),
+    (b"A\x1bB", "line 3 holds a control character (U+001B"),
+    (b"caf\xe9", "line 3 is not UTF-8 text (byte b'\\xe9' at byte 4): convert it first"),
+])
+def test_damaged_text_is_named_by_file_and_line_and_a_fixed_corpus_is_used_on_rerun(good_corpus, tmp_path, damage, message):
+    path = good_corpus / "train.en"
+    lines = path.read_bytes().split(b"\n")
+    original, lines[2] = lines[2], damage
+    path.write_bytes(b"\n".join(lines))
+    out = tmp_path / "out"
+    err = fail([*PREPARE_M30K, "--from", good_corpus, out, "--bpe-merges", "50"])
+    assert f"error: {path} {message}" in err, err
+    assert not (out / "orig").exists() and not list(out.rglob("*.tmp"))
+
+    lines[2] = original
+    path.write_bytes(b"\n".join(lines))
+    run([*PREPARE_M30K, "--from", good_corpus, out, "--bpe-merges", "50"])
+    assert (out / "orig" / "train.en").read_bytes() == path.read_bytes()

@@ -171,3 +171,101 @@ def test_export_refuses_in_one_line(exported, tmp_path):
     proc = run(["vqlatent-export", tmp_path / "missing.pt", tmp_path / "out", *common], check=False)
     assert proc.returncode == 1 and "does not exist" in proc.stderr.splitlines()[-1]
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------ soak: 20,000 lines with bad ones mixed in
+
+SOAK_LINES = 20_000
+SOAK_BAD = {1_000: b"", 5_000: b"caf\xe9 au lait", 9_000: b"A man\x00on a bike.", 13_000: b"dog " * 1500,
+            17_000: b"   "}  # line number (from 1) -> a bad line
+
+
+def soak_input(exported):
+    good = raw_test(exported).encode().splitlines()
+    lines = [SOAK_BAD.get(n) if n in SOAK_BAD else good[(n - 1) % len(good)] for n in range(1, SOAK_LINES + 1)]
+    return b"\n".join(lines) + b"\n", good
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def run_watching_memory(cmd, data: bytes, count_done):
+    """Run cmd on data; sample its resident memory each time ``count_done(stdout or stderr line)``
+    reports progress. Returns (returncode, stdout lines, stderr lines, [(done, MB)])."""
+    import os
+    import threading
+
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([str(c) for c in cmd], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=REPO)
+    out, err, samples = [], [], []
+
+    def feed():
+        proc.stdin.write(data)
+        proc.stdin.close()
+
+    def watch(stream, sink):
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            sink.append(line)
+            done = count_done(line, out)
+            if done is not None:
+                try:
+                    samples.append((done, rss_mb(proc.pid)))
+                except (FileNotFoundError, StopIteration):
+                    pass
+
+    threads = [threading.Thread(target=feed), threading.Thread(target=watch, args=(proc.stdout, out)),
+               threading.Thread(target=watch, args=(proc.stderr, err))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=900)
+    return proc.wait(timeout=60), out, err, samples
+
+
+def flat(samples, total, label):
+    first = next(mb for done, mb in samples if done >= 1000)
+    last = max(mb for done, mb in samples if done >= total - 1000)
+    print(f"soak {label}: {first:.0f} MB resident after 1,000 translations, {last:.0f} MB at the last 1,000")
+    assert last <= first * 1.05 + 10, f"{label}: resident memory grew from {first:.0f} to {last:.0f} MB"
+
+
+@pytest.mark.slow
+def test_soak_vqlatent_translate_skips_each_bad_line_once_in_flat_memory(exported):
+    data, good = soak_input(exported)
+    expected = dict(zip(good, translate(exported["work"] / "translator", b"\n".join(good).decode() + "\n",
+                                        "--threads", "1").stdout.splitlines()))
+    progress = lambda line, out: int(line.split()[1].replace(",", "")) if "sentences (" in line else None  # noqa: E731
+    code, out, err, samples = run_watching_memory(
+        [BIN / "vqlatent-translate", exported["work"] / "translator", "--threads", "1", "--skip-bad-lines"], data, progress)
+    assert code == 0, err[-20:]
+    skipped = [line for line in err if "skipped" in line]
+    assert [int(line.split("input line ")[1].split()[0]) for line in skipped] == sorted(SOAK_BAD), skipped
+    good_lines = [line for n, line in enumerate(data.split(b"\n")[:SOAK_LINES], 1) if n not in SOAK_BAD]
+    assert out == [expected[line] for line in good_lines]  # one line per good input line, in order
+    flat(samples, SOAK_LINES - len(SOAK_BAD), "vqlatent-translate")
+
+
+@pytest.mark.slow
+def test_soak_fairseq_interactive_skips_each_bad_line_once_in_flat_memory(exported):
+    data, good = soak_input(exported)
+    hypotheses = lambda line, out: sum(x.startswith("H-") for x in out) if line.startswith("H-") else None  # noqa: E731
+    d = exported["data"]
+    code, out, err, samples = run_watching_memory(
+        ["fairseq-interactive", d / "bin", "--user-dir", REPO / "fairseq_vqlatent", "--task", "translation_vqlatent",
+         "--path", exported["ckpt"], "--cpu", "--buffer-size", "1000", "--batch-size", "64", "--skip-bad-lines",
+         "--bpe", "subword_nmt", "--bpe-codes", d / "bpe.codes", "--tokenizer", "moses"], data, hypotheses)
+    assert code == 0, err[-20:]
+    skipped = [line for line in err if "skipped (--skip-bad-lines)" in line]
+    assert [int(line.split("line ")[1].split()[0]) for line in skipped] == sorted(SOAK_BAD), skipped
+    hyps = [line.split("\t") for line in out if line.startswith("H-")]
+    ids = [int(h[0][2:]) for h in hyps]
+    assert ids == [n - 1 for n in range(1, SOAK_LINES + 1) if n not in SOAK_BAD]  # in order, bad lines left out
+    by_source = {}
+    for i, h in zip(ids, hyps):  # each of the 200 sentences, repeated 100 times, translates the same every time
+        by_source.setdefault(i % len(good), set()).add(h[2])
+    assert all(len(texts) == 1 for texts in by_source.values())
+    flat(samples, SOAK_LINES - len(SOAK_BAD), "fairseq-interactive")

@@ -224,3 +224,36 @@ def test_the_last_checkpoints_are_averaged_and_valid_bleu_picks_the_latent_model
     bleu = {n: json.loads((pipeline.work / "eval" / f"valid-{n}" / "result.json").read_text())["bleu"]
             for n in ("checkpoint_best", "checkpoint_avg")}
     assert chosen == ("checkpoint_avg" if bleu["checkpoint_avg"] > bleu["checkpoint_best"] else "checkpoint_best")
+
+
+@pytest.mark.slow
+def test_a_pipeline_killed_while_the_latent_model_saves_resumes_to_the_same_model(pipeline, tmp_path):
+    from test_kill_safe_checkpoints import fault_injection, same_training_state
+
+    work = tmp_path / "work"
+    shutil.copytree(pipeline.work, work)
+    for stage in ("latent", "eval"):  # everything from the latent model on is to be made again
+        shutil.rmtree(work / stage)
+    cmd = [*PIPELINE, "--corpus-dir", pipeline.corpus, "--work", work]
+    killed = run(cmd, check=False, env={**EVERY_10, **fault_injection(tmp_path, nth=2)})
+    assert killed.returncode != 0 and "stage 'latent' failed" in killed.stderr, killed.stderr[-2000:]
+    assert (work / "latent" / "checkpoint_last.pt.tmp").exists()  # killed halfway through the copy
+
+    run(cmd, env=EVERY_10)
+    log = (work / "logs" / "latent.log").read_text()
+    assert re.search(r"warning: resuming from checkpoint_\d+_20\.pt \(update 20\)", log), log[-2000:]
+    same_training_state(pipeline.work / "latent" / "checkpoint_last.pt", work / "latent" / "checkpoint_last.pt")
+    assert lines(work / "eval" / "latent" / "hyp.txt") == lines(pipeline.work / "eval" / "latent" / "hyp.txt")
+
+
+@pytest.mark.slow
+def test_a_reference_of_another_length_than_the_test_set_is_named(pipeline, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(pipeline.work / "data", data)
+    ref = data / "orig" / "test.de"
+    ref.write_text("\n".join(lines(ref)[:-1]) + "\n", encoding="utf-8")
+    proc = run(["bash", REPO / "scripts" / "evaluate.sh", pipeline.work / "teacher" / "checkpoint_last.pt", data,
+                tmp_path / "eval"], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert (f"error: reference {ref} has {EVAL_LINES - 1} lines, but the test set in {data}/bin has {EVAL_LINES} "
+            "sentences") in proc.stderr, proc.stderr

@@ -80,8 +80,11 @@ def test_missing_truncated_and_latent_checkpoints_are_refused(tmp_path):
         initialize_from_teacher(build_tiny_model(task), str(tmp_path / "nope.pt"))
     save_teacher(tmp_path / "t.pt", task)
     (tmp_path / "cut.pt").write_bytes((tmp_path / "t.pt").read_bytes()[:1000])
-    with pytest.raises(VQLatentError, match="cannot load"):
+    with pytest.raises(VQLatentError, match="cut.pt is truncated or corrupt"):
         initialize_from_teacher(build_tiny_model(task), str(tmp_path / "cut.pt"))
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(VQLatentError, match=r"--init-from-teacher: checkpoint .*empty.pt is empty \(0 bytes\)"):
+        initialize_from_teacher(build_tiny_model(task), str(tmp_path / "empty.pt"))
     latent = build_tiny_model(task)
     torch.save(checkpoint(None, latent.state_dict()), tmp_path / "l.pt")
     with pytest.raises(VQLatentError, match="is a latent model, not an autoregressive teacher"):

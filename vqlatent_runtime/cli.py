@@ -4,7 +4,8 @@
 
 Every input line is read and checked before the first translation is written: an
 empty or over-long line, or bytes that are not UTF-8, stop it with one line that
-names the input line and no output at all. --output writes through a temporary
+names the input line and no output at all; with --skip-bad-lines each such line is
+reported once and left out of the output instead. --output writes through a temporary
 file and a rename, so a killed run leaves no partial file.
 """
 
@@ -14,27 +15,45 @@ import os
 import sys
 import tempfile
 import time
-from typing import List
+from typing import List, Tuple
 
 from .translator import Translator, TranslatorError
 
 
-def read_lines(data: bytes) -> List[str]:
+def line_problem(raw: bytes):
+    """(text, None) for a line that can be translated, else (None, what is wrong with it)."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"is not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+    if not line.strip():
+        return None, "is empty: there is nothing to translate; remove empty lines"
+    if "\0" in line:
+        return None, "holds a NUL byte: it is not a line of text"
+    return line, None
+
+
+def read_lines(data: bytes, skip_bad_lines: bool = False) -> Tuple[List[int], List[str]]:
+    """The line numbers (from 1) and texts of the lines to translate. A bad line stops
+    everything, or with ``skip_bad_lines`` is reported once on stderr and left out."""
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()  # the newline that ends the last line
-    text = []
+    numbers, text = [], []
     for number, raw in enumerate(lines, 1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise TranslatorError(f"input line {number} is not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
-        if not line.strip():
-            raise TranslatorError(f"input line {number} is empty: there is nothing to translate; remove empty lines")
-        if "\0" in line:
-            raise TranslatorError(f"input line {number} holds a NUL byte: it is not a line of text")
+        line, problem = line_problem(raw)
+        if problem is not None:
+            if not skip_bad_lines:
+                raise TranslatorError(f"input line {number} {problem}")
+            warn_skipped(number, problem)
+            continue
+        numbers.append(number)
         text.append(line)
-    return text
+    return numbers, text
+
+
+def warn_skipped(number: int, problem: str) -> None:
+    print(f"vqlatent-translate: warning: input line {number} {problem}; skipped", file=sys.stderr, flush=True)
 
 
 class Progress:
@@ -70,19 +89,23 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (default: every core)")
     p.add_argument("--output", "-o", help="write here (atomically) instead of stdout")
     p.add_argument("--timings", help="write seconds spent decoding and in tokenisation to this JSON file")
+    p.add_argument("--skip-bad-lines", action="store_true",
+                   help="report each bad input line (empty, not UTF-8, too long) once on stderr and leave it out of "
+                        "the output, instead of stopping at the first")
     a = p.parse_args(argv)
     if a.batch_size < 1 or a.threads < 0:
         p.error("--batch-size must be at least 1 and --threads at least 0")
     try:
         translator = Translator(a.directory, threads=a.threads)
-        lines = read_lines(sys.stdin.buffer.read())
+        numbers, lines = read_lines(sys.stdin.buffer.read(), a.skip_bad_lines)
         started = time.perf_counter()
-        out = translator.translate(lines, a.batch_size, Progress(len(lines)))
+        out = translator.translate(lines, a.batch_size, Progress(len(lines)), numbers,
+                                   on_bad_line=warn_skipped if a.skip_bad_lines else None)
         seconds = time.perf_counter() - started
     except TranslatorError as e:
         print(f"vqlatent-translate: error: {e}", file=sys.stderr)
         return 1
-    text = "".join(line + "\n" for line in out)
+    text = "".join(line + "\n" for line in out if line is not None)
     if a.output:
         write_atomically(a.output, text)
     else:

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -109,17 +109,32 @@ class Translator:
         c = self.config
         return max(1, math.ceil((c["max_len_a"] * length + c["max_len_b"]) / c["compression"]))
 
-    def translate(self, lines: Sequence[str], batch_size: int = 64, progress=None) -> List[str]:
+    def translate(self, lines: Sequence[str], batch_size: int = 64, progress=None,
+                  numbers: Optional[Sequence[int]] = None, on_bad_line=None) -> List[Optional[str]]:
         """Raw sentences -> detokenised translations, in input order. Sentences are sorted
-        by length into batches: less padding, and similar code counts in a batch."""
+        by length into batches: less padding, and similar code counts in a batch. A line
+        too long for the model raises, or with ``on_bad_line(number, problem)`` is
+        reported there and gets None."""
+        numbers = numbers if numbers is not None else range(1, len(lines) + 1)
         started = time.perf_counter()
-        ids = [self.text.encode(line) for line in lines]
-        for i, x in enumerate(ids):
-            self.check(x, i + 1)
+        ids, kept = [], []
+        for i, (line, number) in enumerate(zip(lines, numbers)):
+            x = self.text.encode(line)
+            try:
+                self.check(x, number)
+            except TranslatorError as e:
+                if on_bad_line is None:
+                    raise
+                on_bad_line(number, str(e).split(f"input line {number} ", 1)[-1])
+                continue
+            ids.append(x)
+            kept.append(i)
         self.timings.text += time.perf_counter() - started
         out = self.translate_ids(ids, batch_size, progress)
         started = time.perf_counter()
-        text = [self.text.decode(y) for y in out]
+        text: List[Optional[str]] = [None] * len(lines)
+        for i, y in zip(kept, out):
+            text[i] = self.text.decode(y)
         self.timings.text += time.perf_counter() - started
         return text
 

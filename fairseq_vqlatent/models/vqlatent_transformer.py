@@ -234,7 +234,18 @@ class VQLatentTransformerModel(FairseqEncoderDecoderModel):
         self.ctc_upsample = safe_getattr(cfg, "ctc_upsample", 0)  # checkpoints from before it lack it
 
     @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", **kwargs):
+        """fairseq's hub interface, refusing other models and input that is not text (hub_interface.py)."""
+        from ..hub_interface import load_hub_interface
+
+        return load_hub_interface(model_name_or_path, checkpoint_file, data_name_or_path, cls.hub_models(), **kwargs)
+
+    @classmethod
     def build_model(cls, cfg, task):
+        if cfg.codebook_size < 2:
+            raise VQLatentError(f"--codebook-size must be 2 or more, got {cfg.codebook_size}")
+        if cfg.num_samples < 1:
+            raise VQLatentError(f"--num-samples must be 1 or more, got {cfg.num_samples}")
         if not 1 <= cfg.compress_steps <= 4:
             raise VQLatentError(f"--compress-steps must be 1..4, got {cfg.compress_steps}")
         if cfg.target_mix_updates > 0 and cfg.decoder_self_attention == "full":
