@@ -69,6 +69,9 @@ def plain_words(exc: BaseException) -> Optional[str]:
         index, tokens, limit = found.groups()
         return (f"sentence id {index} has {tokens} tokens, more than the model's {limit} positions: "
                 "split it, or skip such sentences with --skip-invalid-size-inputs-valid-test")
+    moses = re.search(r"Error merging override tokenizer\.(source|target)_lang=null", text)
+    if moses:  # fairseq's Moses tokeniser reads the languages from the task, which infers them too late
+        return "--tokenizer moses needs the languages: give --source-lang and --target-lang"
     if isinstance(exc, OSError) and text.startswith("Model file not found: "):  # fairseq's words for --path
         return f"checkpoint {text.split(': ', 1)[1]} does not exist"
     missing = getattr(exc, "filename", None) or ""

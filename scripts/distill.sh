@@ -38,8 +38,10 @@ step "translating $N training sentences with the teacher (beam $BEAM) -> $OUT/ge
 # shellcheck disable=SC2046
 fairseq-generate "$DATA/bin" --user-dir "$USER_DIR" --task translation --path "$CKPT" \
   --gen-subset train --beam "$BEAM" --max-tokens "$MAX_TOKENS" --required-batch-size-multiple 1 \
-  "${MAX_LEN[@]}" --skip-invalid-size-inputs-valid-test $(device_flags) "${EXTRA[@]}" \
-  > "$OUT/generate-train.out.tmp" 2> "$OUT/generate-train.log" \
+  "${MAX_LEN[@]}" --skip-invalid-size-inputs-valid-test $(device_flags) "${EXTRA[@]}" 2> "$OUT/generate-train.log" \
+  | awk -v n="$N" -v out="$OUT/generate-train.out.tmp" -v every=$(( N >= 10 ? N / 10 : 1 )) '
+      { print > out }
+      /^S-/ { if (++done % every == 0) { printf "progress: %d of %d sentences distilled\n", done, n > "/dev/stderr" } }' \
   || { tail -5 "$OUT/generate-train.log" >&2; die "teacher decoding failed (log: $OUT/generate-train.log)"; }
 mv "$OUT/generate-train.out.tmp" "$OUT/generate-train.out"
 

@@ -89,7 +89,35 @@ START=$(date +%s) STAGE_NO=0 STAGES=7
 
 elapsed() { local s=$(( $(date +%s) - $1 )); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
 
+# progress MINUTES UPDATES: from a stage's output, the lines worth a console line: each
+# validation of a training (update, valid BLEU or loss, time used and left of the budget)
+# and what a stage reports as "progress: ...". mawk and gawk both: srand() returns the time.
+progress() {
+  local line_by_line=()  # mawk reads its input in blocks unless told otherwise; gawk reads lines
+  awk -W version 2>/dev/null | grep -q mawk && line_by_line=(-W interactive)
+  awk "${line_by_line[@]}" -v minutes="$1" -v updates="$2" '
+    function clock(s) { return sprintf("%dm%02ds", s / 60, s % 60) }
+    BEGIN { srand(); t0 = srand() }
+    /\| valid on / {
+      n = split($0, f, / \| /); u = b = best = loss = ""
+      for (i = 1; i <= n; i++) {
+        if (f[i] ~ /^num_updates /) u = substr(f[i], 13)
+        else if (f[i] ~ /^bleu /) b = substr(f[i], 6)
+        else if (f[i] ~ /^best_bleu /) best = substr(f[i], 11)
+        else if (f[i] ~ /^loss /) loss = substr(f[i], 6)
+      }
+      srand(); used = srand() - t0
+      line = "    update " u (updates > 0 ? " of " updates : "")
+      line = line (b != "" ? ", valid BLEU " b (best != "" ? " (best " best ")" : "") : ", valid loss " loss)
+      line = line ", " clock(used) " into the stage"
+      if (minutes > 0) line = line ", about " clock(minutes * 60 > used ? minutes * 60 - used : 0) " of its " minutes " minutes left"
+      print line; fflush()
+    }
+    /^progress: / { sub(/^progress: /, "    "); print; fflush() }'
+}
+
 # stage NAME DONE_FILE CMD...: run CMD with its output in LOGS/NAME.log, unless DONE_FILE exists.
+# STAGE_MINUTES and STAGE_UPDATES (a training's budget) go into its progress lines.
 stage() {
   local name=$1 done_file=$2 t0; shift 2
   STAGE_NO=$((STAGE_NO + 1))
@@ -100,7 +128,7 @@ stage() {
   fi
   echo "=== [$STAGE_NO/$STAGES] $name ($(date +%H:%M:%S), $(elapsed "$START") into the pipeline; log: $LOGS/$name.log)"
   t0=$(date +%s)
-  if ! "$@" > "$LOGS/$name.log" 2>&1; then
+  if ! PYTHONUNBUFFERED=1 "$@" 2>&1 | tee "$LOGS/$name.log" | progress "${STAGE_MINUTES:-0}" "${STAGE_UPDATES:-0}"; then
     tail -15 "$LOGS/$name.log" >&2
     die "stage '$name' failed after $(elapsed "$t0") (log: $LOGS/$name.log); rerun the same command to resume"
   fi
@@ -126,7 +154,7 @@ stage data "$DATA/bin/subword-scheme" bash "$PREPARE" "$DATA" "${FROM[@]}" \
   "${SUBWORDS[@]}" --max-lines "$MAX_LINES" --max-eval-lines "$MAX_EVAL_LINES"
 grep -h "kept\|data ready" "$LOGS/data.log" 2>/dev/null | sed 's/^ */    /' || true
 
-stage teacher "$WORK/teacher/.done" bash "$REPO/scripts/train-teacher.sh" "$DATA/bin" "$WORK/teacher" \
+STAGE_MINUTES=$TEACHER_MINUTES STAGE_UPDATES=$TEACHER_UPDATES stage teacher "$WORK/teacher/.done" bash "$REPO/scripts/train-teacher.sh" "$DATA/bin" "$WORK/teacher" \
   --size "$CORPUS" --max-update "$TEACHER_UPDATES" --minutes "$TEACHER_MINUTES" -- "${TEACHER_EXTRA[@]}"
 grep "| valid on" "$LOGS/teacher.log" 2>/dev/null | tail -1 | sed 's/.*| valid on/    teacher valid:/' || true
 TEACHER=$(best_checkpoint "$WORK/teacher")
@@ -138,7 +166,7 @@ grep -h "keep their reference\|corpus ready" "$LOGS/distill.log" 2>/dev/null | s
 if [ ! -e "$WORK/latent/.done" ]; then  # a new or resumed training: an earlier average is stale
   rm -rf "$WORK/latent/checkpoint_avg.pt" "$WORK"/eval/valid-checkpoint_*
 fi
-stage latent "$WORK/latent/.done" bash "$REPO/scripts/train-vqlatent.sh" "$WORK/distilled/bin" "$WORK/latent" \
+STAGE_MINUTES=$LATENT_MINUTES STAGE_UPDATES=$LATENT_UPDATES stage latent "$WORK/latent/.done" bash "$REPO/scripts/train-vqlatent.sh" "$WORK/distilled/bin" "$WORK/latent" \
   --size "$CORPUS" --max-update "$LATENT_UPDATES" --minutes "$LATENT_MINUTES" -- --init-from-teacher "$TEACHER" "${LATENT_EXTRA[@]}"
 grep "| valid on" "$LOGS/latent.log" 2>/dev/null | tail -1 | sed 's/.*| valid on/    latent valid:/' || true
 LATENT=$(best_checkpoint "$WORK/latent")

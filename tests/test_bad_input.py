@@ -54,6 +54,11 @@ def test_raw_text_with_the_subword_model_translates(trained):
     assert proc.returncode == 0 and len(re.findall(r"^H-0\t", proc.stdout, re.M)) == 1, proc.stderr[-2000:]
 
 
+def test_the_moses_tokeniser_without_languages_is_one_line(trained):
+    proc = interactive(trained, "A man.\n", "--tokenizer", "moses")
+    one_line_error(proc, r"--tokenizer moses needs the languages: give --source-lang and --target-lang")
+
+
 @pytest.mark.parametrize("subwords", [[], ["--bpe", "sentencepiece", "--sentencepiece-model", "SPM"]])
 def test_bytes_that_are_not_utf8_on_stdin_are_named_by_line(trained, subwords):
     good = "\n".join(pieces(trained, 3)) + "\n"

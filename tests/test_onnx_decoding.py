@@ -1,4 +1,4 @@
-"""--latent-onnx (onnx_decoding.py): the three exported graphs decode exactly as the
+"""--latent-onnx (onnx_decoding.py): the four exported graphs decode exactly as the
 eager path does, for every search, on padded and single-sentence batches, over a
 shortlist, and through fairseq-generate; the export leaves the model as it was."""
 
