@@ -236,9 +236,9 @@ def test_a_pipeline_killed_while_the_latent_model_saves_resumes_to_the_same_mode
         shutil.rmtree(work / stage)
     cmd = [*PIPELINE, "--corpus-dir", pipeline.corpus, "--work", work]
     # Killed while copying its last save (update 20; saves at 10, at the epoch's end at 12, and at 20)
-    # onto checkpoint_last.pt, which still holds update 12. Resuming from 12 would cross an epoch
-    # boundary, and fairseq's resumed runs that do are close to, not bit-identical with, one run
-    # (benchmarks/results/resume-across-epochs.md); the newest complete checkpoint is update 20.
+    # onto checkpoint_last.pt, which still holds update 12. The recipe's resumed runs are close to,
+    # not bit-identical with, one run (benchmarks/results/resume-of-the-recipe.md), so the test kills
+    # at the last save, where the newest complete checkpoint (update 20) is the whole run.
     killed = run(cmd, check=False, env={**EVERY_10, **fault_injection(tmp_path, nth=3)})
     assert killed.returncode != 0 and "stage 'latent' failed" in killed.stderr, killed.stderr[-2000:]
     assert (work / "latent" / "checkpoint_last.pt.tmp").exists()
