@@ -13,11 +13,15 @@ import os
 import torch
 import torch.distributed as dist
 
+from .modules.bottlenecks.codebook import POOL_KEY
+
 
 def state_digest(model: torch.nn.Module) -> str:
     """SHA-256 over every tensor of the state dict, by name, bit for bit."""
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
+        if name.endswith(POOL_KEY):  # each worker pools its own encoder outputs until k-means
+            continue
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

@@ -177,6 +177,23 @@ def test_kmeans_init_spreads_codes_over_the_data():
     assert len(codes.unique()) >= 6
 
 
+def test_a_stop_while_kmeans_pools_resumes_with_the_pool():
+    """The pool of encoder outputs waiting for k-means is part of the state while it exists: a run
+    stopped then (update 10 of the recipe on Multi30k) resumed with k-means on other data."""
+    data = torch.randn(1, 40, 2) * 3
+    mask = torch.zeros(1, 40, dtype=torch.bool)
+    once = bottleneck("vq", K=8, D=2, decay=0.99, init="kmeans").train()
+    once(data[:, :10], mask[:, :10])  # 10 of the 16 points k-means waits for
+    assert not bool(once.codebook.initialized) and "codebook.kmeans_pool" in once.state_dict()
+    resumed = bottleneck("vq", K=8, D=2, decay=0.99, init="kmeans").train()
+    resumed.load_state_dict(once.state_dict())
+    for bn in (once, resumed):
+        torch.manual_seed(3)
+        bn(data[:, 10:], mask[:, 10:])
+    assert bool(resumed.codebook.initialized) and torch.equal(once.codebook.embed, resumed.codebook.embed)
+    assert "codebook.kmeans_pool" not in once.state_dict()  # gone once used: trained models never hold it
+
+
 def test_dead_codes_are_reseeded_from_current_encoder_outputs():
     cfg = SimpleNamespace(codebook_size=4, num_samples=1, ema_decay=0.5, ema_epsilon=1e-9, commitment_beta=0.25,
                           codebook_init="random", dead_code_threshold=0.3)

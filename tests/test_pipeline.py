@@ -235,18 +235,17 @@ def test_a_pipeline_killed_while_the_latent_model_saves_resumes_to_the_same_mode
     for stage in ("latent", "eval"):  # everything from the latent model on is to be made again
         shutil.rmtree(work / stage)
     cmd = [*PIPELINE, "--corpus-dir", pipeline.corpus, "--work", work]
-    # Killed while copying its last save (update 20; saves at 10, at the epoch's end at 12, and at 20)
-    # onto checkpoint_last.pt, which still holds update 12. The recipe's resumed runs are close to,
-    # not bit-identical with, one run (benchmarks/results/resume-of-the-recipe.md), so the test kills
-    # at the last save, where the newest complete checkpoint (update 20) is the whole run.
-    killed = run(cmd, check=False, env={**EVERY_10, **fault_injection(tmp_path, nth=3)})
+    # Killed while copying its first save (update 10, mid-epoch, while k-means still pools encoder
+    # outputs for 512 codes) onto checkpoint_last.pt. Before the pool was saved, the resumed run
+    # drifted: 322 of 325 tensors differed at update 20 (benchmarks/results/resume-of-the-recipe.md).
+    killed = run(cmd, check=False, env={**EVERY_10, **fault_injection(tmp_path, nth=1)})
     assert killed.returncode != 0 and "stage 'latent' failed" in killed.stderr, killed.stderr[-2000:]
-    assert (work / "latent" / "checkpoint_last.pt.tmp").exists()
+    assert (work / "latent" / "checkpoint_last.pt.tmp").exists() and not (work / "latent" / "checkpoint_last.pt").exists()
 
     run(cmd, env=EVERY_10)
     log = (work / "logs" / "latent.log").read_text()
-    assert re.search(r"warning: resuming from checkpoint_2_20\.pt \(update 20\), the newest complete checkpoint .*; "
-                     r"checkpoint_last.pt is older \(update 12\)", log), log[-2000:]
+    assert re.search(r"warning: resuming from checkpoint_1_10\.pt \(update 10\), the newest complete checkpoint .*; "
+                     r"checkpoint_last.pt is missing", log), log[-2000:]
     same_training_state(pipeline.work / "latent" / "checkpoint_last.pt", work / "latent" / "checkpoint_last.pt")
     assert lines(work / "eval" / "latent" / "hyp.txt") == lines(pipeline.work / "eval" / "latent" / "hyp.txt")
 

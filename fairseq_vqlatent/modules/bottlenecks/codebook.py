@@ -87,6 +87,9 @@ def kmeans_(centers: Tensor, data: Tensor, iterations: int) -> None:
         centers[used] = sums[used] / counts[used].unsqueeze(1)
 
 
+POOL_KEY = "kmeans_pool"  # a worker's own encoder outputs, not yet used by k-means
+
+
 class Codebook(nn.Module):
     """K codes of dimension D with usage counts. Subclasses create ``embed`` [K, D]
     (a buffer or a parameter) and may extend ``_set_codes``."""
@@ -106,7 +109,22 @@ class Codebook(nn.Module):
         # Every code starts as one pseudo-observation of itself (count 1).
         self.register_buffer("ema_count", torch.ones(num_codes))  # [K]
         self.register_buffer("initialized", torch.tensor(init == "random"))
-        self._pool = []  # encoder outputs waiting for k-means (not saved)
+        self._pool = []  # encoder outputs waiting for k-means: in the state dict while there are any
+
+    # A run stopped while the pool fills (about 16 updates for 512 codes on Multi30k) lost it,
+    # and k-means then ran on other data: the resumed run drifted from one run. The pool is
+    # saved while it exists, so that nothing else (export, averaging) ever sees the key.
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self._pool:
+            destination[prefix + POOL_KEY] = torch.cat(self._pool)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        pool = state_dict.pop(prefix + POOL_KEY, None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        self._pool = [pool.to(self.ema_count.device).float()] if pool is not None and len(pool) else []
 
     def _apply(self, fn, *args, **kwargs):
         # model.half() / .bfloat16() must not touch the statistics buffers: they
