@@ -168,7 +168,14 @@ def install() -> None:
                 resume_from_newest_complete(cfg.save_dir)
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.barrier()  # and the others look only after it has
-        return fairseq_load(cfg, trainer, **passthrough_args)
+        loaded = fairseq_load(cfg, trainer, **passthrough_args)
+        max_update = trainer.cfg.optimization.max_update
+        if max_update > 0 and trainer.get_num_updates() >= max_update:
+            # fairseq would take one more step before it checks (update 21 of 20): a rerun after a
+            # kill between the last save and the end must leave the finished model as it is
+            print(f"training had already reached --max-update {max_update}: nothing to do", flush=True)
+            raise SystemExit(0)
+        return loaded
 
     checkpoint_utils.torch_persistent_save = torch_persistent_save
     checkpoint_utils.verify_checkpoint_directory = verify_save_dir

@@ -7,6 +7,7 @@ stops in one line) and ends bit-identical to a run that was never interrupted.""
 import os
 import re
 import resource
+import shutil
 import signal
 import textwrap
 
@@ -94,6 +95,15 @@ def test_a_truncated_checkpoint_last_resumes_from_the_newest_complete_one(slice_
     resumed = run(["fairseq-train", slice_data / "bin", *ARGS, "--max-update", "30", "--save-dir", save])
     log = resumed.stdout + resumed.stderr
     assert f"resuming from {interval.name} (update 20)" in log and "checkpoint_last.pt is truncated" in log, log[-2000:]
+    same_training_state(uninterrupted / "checkpoint_last.pt", save / "checkpoint_last.pt")
+
+
+def test_rerunning_a_finished_training_changes_nothing(slice_data, uninterrupted, tmp_path):
+    """fairseq resumed at --max-update took one more step before it checked (update 31 of 30)."""
+    save = tmp_path / "save"
+    shutil.copytree(uninterrupted, save)
+    rerun = run(["fairseq-train", slice_data / "bin", *ARGS, "--max-update", "30", "--save-dir", save])
+    assert "training had already reached --max-update 30: nothing to do" in rerun.stdout, rerun.stdout[-2000:]
     same_training_state(uninterrupted / "checkpoint_last.pt", save / "checkpoint_last.pt")
 
 
