@@ -28,6 +28,7 @@ from typing import Dict, List
 import torch
 
 from .errors import VQLatentError
+from .modules.bottlenecks.codebook import POOL_KEY
 
 INTERVAL_CHECKPOINT = re.compile(r"^checkpoint_(\d+)_(\d+)\.pt$")
 
@@ -44,6 +45,8 @@ def interval_checkpoints(save_dir: str) -> List[str]:
 
 def average_parameters(models: List[Dict[str, torch.Tensor]]) -> "collections.OrderedDict[str, torch.Tensor]":
     """state dicts -> their mean, key by key (floating point), or the last one's value."""
+    # A checkpoint saved while k-means still pooled encoder outputs holds that pool: no parameter.
+    models = [collections.OrderedDict((k, v) for k, v in m.items() if not k.endswith(POOL_KEY)) for m in models]
     newest = models[-1]
     for i, model in enumerate(models[:-1]):
         if model.keys() != newest.keys():

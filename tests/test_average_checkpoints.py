@@ -19,6 +19,13 @@ def test_floating_point_parameters_are_averaged_and_counters_come_from_the_newes
     assert half["w"].dtype == torch.float16 and float(half["w"]) == 1.0
 
 
+def test_a_k_means_pool_in_an_early_checkpoint_is_left_out():
+    """The pipeline averaged checkpoint_1_10.pt, saved while k-means pooled, with checkpoint_2_20.pt."""
+    early = collections.OrderedDict(w=torch.tensor([1.0]), **{"bottleneck.codebook.kmeans_pool": torch.zeros(946, 16)})
+    mean = average_parameters([early, collections.OrderedDict(w=torch.tensor([3.0]))])
+    assert list(mean) == ["w"] and float(mean["w"]) == 2.0
+
+
 def test_checkpoints_of_different_models_are_refused_naming_the_parameter():
     with pytest.raises(VQLatentError, match=r"parameter w has shape \(3,\) in input 1 but \(2,\)"):
         average_parameters([{"w": torch.zeros(3)}, {"w": torch.zeros(2)}])

@@ -113,10 +113,10 @@ class Codebook(nn.Module):
 
     # A run stopped while the pool fills (about 16 updates for 512 codes on Multi30k) lost it,
     # and k-means then ran on other data: the resumed run drifted from one run. The pool is
-    # saved while it exists, so that nothing else (export, averaging) ever sees the key.
+    # saved while it exists; trained models have none, and averaging leaves it out.
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        if self._pool:
+        if self._pool and not keep_vars:  # torch.onnx.export's tracer reads state_dict(keep_vars=True): weights only
             destination[prefix + POOL_KEY] = torch.cat(self._pool)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
