@@ -115,7 +115,7 @@ def posterior_information(model, task, split: str, max_tokens: int) -> Optional[
 
 def code_oracle_bleu(
     model, task, split: str, max_tokens: int, bpe: str, max_len_a: float = 1.2, max_len_b: int = 10,
-    blank_penalty: float = 0.0,
+    blank_penalty: float = 2.0,
 ) -> dict:
     """Tokenised BLEU of one-shot decoding from the prior's codes and from the
     target's own codes -> {"prior codes": sacrebleu result, "own codes": ...}."""

@@ -73,7 +73,7 @@ class LatentGenerator(nn.Module):
         candidates_from: str = "sample",
         scorer: Optional[TeacherScorer] = None,
         allow_repeats: bool = False,
-        blank_penalty: float = 0.0,
+        blank_penalty: float = 2.0,  # = --ctc-blank-penalty's default
         shortlist: Optional["Shortlist"] = None,
         fairseq_layers: bool = False,
         bf16: bool = False,

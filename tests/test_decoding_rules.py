@@ -415,3 +415,22 @@ def test_each_loss_term_is_a_mean_over_its_own_units():
     commitment = beta * (z - e).pow(2).mean(-1).mean()
 
     torch.testing.assert_close(loss.detach() / sample_size, recon + lam * prior + commitment, atol=1e-4, rtol=1e-4)
+
+
+def test_constructor_defaults_equal_the_cli_defaults():
+    """The generator's and the bottleneck's own defaults were once 0 and `layer` while the CLI's
+    were 2 and `batch`: code built from Python decoded differently from fairseq-generate."""
+    import inspect
+
+    from fairseq_vqlatent.models.vqlatent_transformer import VQLatentTransformerConfig
+    from fairseq_vqlatent.modules.bottlenecks.base import Bottleneck
+    from fairseq_vqlatent.tasks.translation_vqlatent import TranslationVQLatentConfig
+
+    generator = inspect.signature(LatentGenerator.__init__).parameters
+    task = TranslationVQLatentConfig()
+    pairs = {"latent_beam": "latent_beam", "stop": "latent_stop", "candidates": "latent_candidates",
+             "candidates_from": "latent_candidates_from", "allow_repeats": "latent_allow_repeats",
+             "blank_penalty": "ctc_blank_penalty", "fairseq_layers": "latent_fairseq_layers", "bf16": "latent_bf16",
+             "onnx": "latent_onnx"}
+    assert {a: generator[a].default for a in pairs} == {a: getattr(task, b) for a, b in pairs.items()}
+    assert inspect.signature(Bottleneck.__init__).parameters["code_norm"].default == VQLatentTransformerConfig().code_norm

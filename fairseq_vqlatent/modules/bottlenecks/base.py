@@ -60,7 +60,7 @@ class Bottleneck(nn.Module):
 
     num_codes: int
 
-    def __init__(self, code_dim: int, model_dim: Optional[int] = None, code_norm: str = "layer"):
+    def __init__(self, code_dim: int, model_dim: Optional[int] = None, code_norm: str = "batch"):
         super().__init__()
         self.project_in, self.project_out = code_space_projections(model_dim or code_dim, code_dim, code_norm)
         # Cleared for fairseq's dummy batches: the bottleneck still joins the
