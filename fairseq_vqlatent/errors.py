@@ -7,6 +7,7 @@ message and says what is wrong with the input. Everything else keeps its
 traceback, since it is a bug to report, not a mistake to correct.
 """
 
+import contextlib
 import os
 import pickle
 import re
@@ -34,6 +35,10 @@ def _checkpoint_named_on_command_line() -> str:
     return "the checkpoint"
 
 
+def first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0]
+
+
 def checkpoint_problem(exc: BaseException) -> Optional[str]:
     """What is wrong with a checkpoint file that failed to load, or None if ``exc`` is not about the file."""
     text = str(exc)
@@ -43,7 +48,7 @@ def checkpoint_problem(exc: BaseException) -> Optional[str]:
                 "nor fairseq's options; such a pickle can run code when loaded, so weights-only loading "
                 "stays on. Re-save the checkpoint without that object")
     if isinstance(exc, pickle.UnpicklingError):
-        return f"is not a torch checkpoint ({(text.splitlines() or ['unreadable'])[0]})"
+        return f"is not a torch checkpoint ({first_line(exc) or 'unreadable'})"
     if (isinstance(exc, RuntimeError) and "PytorchStreamReader failed" in text) or isinstance(exc, EOFError):
         return "is truncated or corrupt (not a complete torch checkpoint): copy it again, or use another"
     return None
@@ -51,8 +56,22 @@ def checkpoint_problem(exc: BaseException) -> Optional[str]:
 
 def checkpoint_error(exc: BaseException, path: str, what: str = "checkpoint") -> VQLatentError:
     """``exc``, raised while loading ``path``, as one line (the first line of its message if not recognised)."""
-    problem = checkpoint_problem(exc) or f"cannot be loaded ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})"
+    problem = checkpoint_problem(exc) or f"cannot be loaded ({type(exc).__name__}: {first_line(exc)})"
     return VQLatentError(f"{what} {path} {problem}")
+
+
+@contextlib.contextmanager
+def loading_checkpoint(path: str, what: str = "checkpoint"):
+    """Around fairseq's loaders: a checkpoint that is truncated or pickles code becomes one line
+    naming ``path``; any other exception passes unchanged."""
+    try:
+        yield
+    except VQLatentError:
+        raise
+    except Exception as e:
+        if checkpoint_problem(e) is None:
+            raise
+        raise checkpoint_error(e, path, what) from None
 
 
 def plain_words(exc: BaseException) -> Optional[str]:

@@ -30,7 +30,6 @@ what LatentGenerator does, so the output equals fairseq-generate's
 import argparse
 import json
 import os
-import pickle
 import shutil
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .errors import VQLatentError, checkpoint_error, checkpoint_problem
+from .errors import VQLatentError, loading_checkpoint
 from .modules import lean_transformer
 from .onnx_decoding import EncoderGraph, _check, _encoder_out, _export, _onnxruntime
 
@@ -212,14 +211,11 @@ def load_model(ckpt: str, data: str, source_lang: Optional[str], target_lang: Op
     if target_lang:
         overrides["target_lang"] = target_lang
     try:
-        models, _, task = checkpoint_utils.load_model_ensemble_and_task([ckpt], arg_overrides=overrides)
+        with loading_checkpoint(ckpt):
+            models, _, task = checkpoint_utils.load_model_ensemble_and_task([ckpt], arg_overrides=overrides)
     except FileNotFoundError as e:
         raise VQLatentError(f"{data} lacks a dictionary of this model ({e.filename}): give --data the fairseq-preprocess "
                             "output the model was trained on") from None
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        if checkpoint_problem(e) is None:
-            raise
-        raise checkpoint_error(e, ckpt) from None
     from .models.vqlatent_transformer import is_vqlatent_model
 
     model = models[0]

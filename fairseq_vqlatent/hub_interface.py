@@ -10,7 +10,7 @@ from typing import List, Union
 
 from fairseq import hub_utils
 
-from .errors import VQLatentError, checkpoint_error, checkpoint_problem
+from .errors import VQLatentError, loading_checkpoint
 from .input_lines import as_text
 from .models.vqlatent_transformer import is_vqlatent_model
 
@@ -26,15 +26,9 @@ class VQLatentHubInterface(hub_utils.GeneratorHubInterface):
 
 
 def load_hub_interface(model_name_or_path, checkpoint_file, data_name_or_path, archive_map, **kwargs):
-    try:
+    with loading_checkpoint(f"{model_name_or_path}/{checkpoint_file}"):  # not torch's multi-line refusal
         loaded = hub_utils.from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path,
                                            archive_map=archive_map, **kwargs)
-    except VQLatentError:
-        raise
-    except Exception as e:  # torch's multi-line refusal of a pickle that runs code, a truncated file
-        if checkpoint_problem(e) is None:
-            raise
-        raise checkpoint_error(e, f"{model_name_or_path}/{checkpoint_file}") from None
     for model in loaded["models"]:
         if not is_vqlatent_model(model):
             name = getattr(getattr(model, "cfg", None), "_name", None) or type(model).__name__

@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from fairseq.data import Dictionary
 
-from .errors import VQLatentError
+from .errors import VQLatentError, first_line
 
 SUBWORD_OPTIONS = {
     "sentencepiece": "--bpe sentencepiece --sentencepiece-model MODEL",
@@ -67,8 +67,7 @@ def encode_line(line: str, number: int, encode_fn: Callable[[str], str], diction
     try:
         encoded = encode_fn(line)
     except Exception as e:  # a tokeniser's or subword model's own failure, e.g. sentencepiece's RuntimeError
-        raise VQLatentError(f"{where} could not be split into subwords ({type(e).__name__}: "
-                            f"{(str(e).splitlines() or [''])[0]})") from None
+        raise VQLatentError(f"{where} could not be split into subwords ({type(e).__name__}: {first_line(e)})") from None
     tokens = dictionary.encode_line(encoded, add_if_not_exist=False).long()
     scheme = None if subwords_given else subword_scheme(dictionary)
     if scheme and looks_raw(encoded.split(), tokens, dictionary, scheme):

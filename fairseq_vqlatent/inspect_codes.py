@@ -203,22 +203,16 @@ def main(argv=None) -> None:
 
     from fairseq import checkpoint_utils
 
-    from .errors import VQLatentError, checkpoint_error, checkpoint_problem
+    from .errors import VQLatentError, loading_checkpoint
     from .models.vqlatent_transformer import is_vqlatent_model
 
     for path, what in ((args.checkpoint, "checkpoint"), (args.data, "data directory")):
         if not os.path.exists(path):
             sys.exit(f"error: {what} {path} does not exist")
-    try:
+    with loading_checkpoint(args.checkpoint):
         models, _, task = checkpoint_utils.load_model_ensemble_and_task(
             [args.checkpoint], arg_overrides={"data": args.data}
         )
-    except VQLatentError:
-        raise
-    except Exception as e:
-        if checkpoint_problem(e) is None:
-            raise
-        raise checkpoint_error(e, args.checkpoint) from None
     model = models[0]
     if not is_vqlatent_model(model):
         raise VQLatentError(f"{args.checkpoint} is not a vqlatent_transformer checkpoint")

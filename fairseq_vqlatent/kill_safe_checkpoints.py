@@ -23,7 +23,7 @@ import torch
 from fairseq import checkpoint_utils
 from fairseq.file_io import PathManager
 
-from .errors import VQLatentError
+from .errors import VQLatentError, first_line
 
 # fairseq's own names (last, best, epoch, interval, best-by-metric); not e.g. an averaged checkpoint_avg.pt.
 TRAINING_CHECKPOINT = re.compile(r"checkpoint(_last|_best|\d+|_\d+_\d+|\.best_.+)\.pt")
@@ -60,20 +60,15 @@ def resume_from_newest_complete(save_dir: str) -> Optional[str]:
         os.remove(os.path.join(save_dir, stale))  # a write that a kill cut short: never complete
     last = os.path.join(save_dir, "checkpoint_last.pt")
     others = [p for p in training_checkpoints(save_dir) if p != last]
-    last_state = "is missing"
-    if os.path.exists(last):
-        if is_complete(last):
-            mtime, updates = os.stat(last).st_mtime_ns, updates_in(last)
-            others = [p for p in others if os.stat(p).st_mtime_ns > mtime]
-            last_state = f"is older (update {updates})"
-            others = [p for p in others if is_complete(p) and updates_in(p) > updates]
-            if not others:
-                return None
-        else:
-            last_state = "is truncated"
-    complete = [(updates_in(p), p) for p in others if is_complete(p)]
+    if os.path.exists(last) and is_complete(last):
+        mtime, last_updates = os.stat(last).st_mtime_ns, updates_in(last)
+        others = [p for p in others if os.stat(p).st_mtime_ns > mtime]  # written after it
+        last_state = f"is older (update {last_updates})"
+    else:
+        last_updates, last_state = -1, "is truncated" if os.path.exists(last) else "is missing"
+    complete = [(n, p) for n, p in ((updates_in(p), p) for p in others if is_complete(p)) if n > last_updates]
     if not complete:
-        if os.path.exists(last):
+        if last_state == "is truncated":
             raise VQLatentError(f"{last} is truncated or corrupt, and no complete checkpoint lies beside it: "
                                 f"delete it to train from the start")
         return None
@@ -94,7 +89,7 @@ def _remove(path: str) -> None:
 
 
 def write_failed(path: str, error: BaseException) -> VQLatentError:
-    reason = (str(error).splitlines() or [type(error).__name__])[0]
+    reason = first_line(error) or type(error).__name__
     cause = error
     while cause is not None:  # torch's zip writer reports the file's OSError as a RuntimeError about positions
         if isinstance(cause, OSError) and cause.strerror:

@@ -25,7 +25,7 @@ from typing import Iterable, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .errors import VQLatentError, checkpoint_problem
+from .errors import VQLatentError, checkpoint_problem, first_line
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Shortlist:
         except Exception as e:  # a truncated file, another kind of file, a pickle weights-only loading refuses
             problem = checkpoint_problem(e)
             if not (problem or "").startswith("refused"):
-                problem = f"is not a shortlist ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
+                problem = f"is not a shortlist ({type(e).__name__}: {first_line(e)})"
             raise VQLatentError(f"shortlist {path} {problem}") from None
         if (shortlist.source_size, shortlist.target_size) != (source_size, target_size):
             raise VQLatentError(

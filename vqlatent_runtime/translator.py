@@ -96,14 +96,16 @@ class Translator:
 
     # ------------------------------------------------------------ text
 
-    def check(self, ids: Sequence[int], line_number: int) -> None:
+    def problem(self, ids: Sequence[int]) -> Optional[str]:
+        """What makes a line of these subword ids too long for the model, or None."""
         c = self.config
         if len(ids) > c["max_source_positions"]:
-            raise TranslatorError(f"input line {line_number} is too long: {len(ids)} subwords, and this model reads at "
-                                  f"most {c['max_source_positions']}; split the sentence")
+            return (f"is too long: {len(ids)} subwords, and this model reads at most {c['max_source_positions']}; "
+                    "split the sentence")
         if self.budget(len(ids)) > c["prior"]["max_latents"]:
-            raise TranslatorError(f"input line {line_number} is too long: its {self.budget(len(ids))} codes exceed the "
-                                  f"{c['prior']['max_latents']} this model's prior holds; split the sentence")
+            return (f"is too long: its {self.budget(len(ids))} codes exceed the {c['prior']['max_latents']} this "
+                    "model's prior holds; split the sentence")
+        return None
 
     def budget(self, length: int) -> int:
         c = self.config
@@ -120,12 +122,11 @@ class Translator:
         ids, kept = [], []
         for i, (line, number) in enumerate(zip(lines, numbers)):
             x = self.text.encode(line)
-            try:
-                self.check(x, number)
-            except TranslatorError as e:
-                if on_bad_line is None:
-                    raise
-                on_bad_line(number, str(e).split(f"input line {number} ", 1)[-1])
+            problem = self.problem(x)
+            if problem and on_bad_line is None:
+                raise TranslatorError(f"input line {number} {problem}")
+            if problem:
+                on_bad_line(number, problem)
                 continue
             ids.append(x)
             kept.append(i)
